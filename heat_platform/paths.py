@@ -1,0 +1,80 @@
+"""The one place that knows where the platform keeps things on disk.
+
+Everything lives under one home directory (``HEAT_PLATFORM_HOME``, default ``./data``), so a
+single machine needs nothing else and a Kubernetes deployment mounts one volume there::
+
+    <home>/landing/<experiment>/problem.yaml          what users drop in
+    <home>/landing/<experiment>/<batch>.parquet|csv
+    <home>/store/                                      the platform's own immutable storage
+    <home>/platform.db                                 catalog: batch versions, audit log, deployments
+    <home>/dagster_home/                               Dagster instance (SQLite storage)
+    <home>/mlflow/mlflow.db, <home>/mlflow/artifacts   MLflow tracking and registry
+    <home>/bentoml/                                    BentoML model and bento store
+    <home>/serving/                                    serving log and running-server records
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "HEAT_PLATFORM_HOME"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.cwd() / "data").resolve()
+
+
+@dataclass(frozen=True)
+class PlatformPaths:
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> PlatformPaths:
+        return cls(default_home())
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def store(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def catalog_url(self) -> str:
+        return os.environ.get("HEAT_PLATFORM_DB_URL") or f"sqlite:///{self.home / 'platform.db'}"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return Path(os.environ.get("BENTOML_HOME") or self.home / "bentoml")
+
+    @property
+    def serving(self) -> Path:
+        return self.home / "serving"
+
+    def experiment_landing(self, experiment: str) -> Path:
+        return self.landing / experiment
+
+    def ensure(self) -> PlatformPaths:
+        for directory in (self.landing, self.store, self.dagster_home, self.mlflow_artifacts,
+                          self.bentoml_home, self.serving):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
