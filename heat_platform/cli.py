@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from heat_platform.paths import PlatformPaths
 
@@ -22,6 +23,46 @@ def _init(args: argparse.Namespace, paths: PlatformPaths) -> int:
     print(f"platform home: {paths.home}")
     print(f"DAGSTER_HOME:  {dagster_home}")
     print(f"landing zone:  {paths.landing}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.pinn.synthetic import SCENARIOS
+
+    if args.list or not args.scenario:
+        for name, scenario in SCENARIOS.items():
+            shifts = ", ".join(scenario.shifts) or "none"
+            print(f"{name:18s} {scenario.spec.description}  (shifts: {shifts})")
+        return 0
+    from heat_platform.simulate import simulate_to_landing
+
+    options = {}
+    if args.layout:
+        options["layout"] = args.layout
+    if args.sensors:
+        options["sensors"] = tuple(args.sensors)
+    if args.times:
+        options["n_times"] = args.times
+    if args.noise is not None:
+        options["noise_sigma"] = args.noise
+    if args.coordinates:
+        import numpy as np
+
+        options["layout"] = "given"
+        options["coordinates"] = np.loadtxt(args.coordinates, delimiter=",", ndmin=2)[:, :2]
+    landing = Path(args.landing).resolve() if args.landing else paths.landing
+    written = simulate_to_landing(
+        landing, args.scenario, experiment=args.experiment, batch=args.batch, seed=args.seed,
+        shift=args.shift, fmt=args.format, force=args.force, **options,
+    )
+    print(written)
+    return 0
+
+
+def _serve(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.serving.rollout import serve
+
+    serve(paths, host=args.host, port=args.port, poll_seconds=args.poll)
     return 0
 
 
@@ -44,6 +85,43 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "dagster.yaml, MLflow and BentoML stores). Idempotent.",
     )
     handlers["init"] = _init
+
+    simulate = commands.add_parser(
+        "simulate", help="write a synthetic measurement batch into the landing zone",
+        description="Simulate one measurement batch of a built-in scenario (deterministic for a "
+        "seed) and write it, with the experiment's problem.yaml, into "
+        "<landing>/<experiment>/. Use --list to see the scenarios.",
+    )
+    simulate.add_argument("scenario", nargs="?", help="built-in scenario (see --list)")
+    simulate.add_argument("--list", action="store_true", help="list the built-in scenarios")
+    simulate.add_argument("--experiment", help="experiment name (default: the scenario's name)")
+    simulate.add_argument("--batch", help="batch name (default: b<seed>[-<shift>])")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--shift", help="simulate a changed world: 'material' (another a(x, y)) "
+                          "or 'miscalibration' (biased sensors)")
+    simulate.add_argument("--layout", choices=["grid", "random", "pinnacle"],
+                          help="sensor layout (default: the scenario's)")
+    simulate.add_argument("--sensors", type=int, nargs=2, metavar=("NX", "NY"),
+                          help="sensor grid shape (random layout: NX*NY sensors)")
+    simulate.add_argument("--coordinates", help="CSV file of sensor coordinates x,y (no header)")
+    simulate.add_argument("--times", type=int, help="number of measurement times")
+    simulate.add_argument("--noise", type=float, help="Gaussian noise std (default: the spec's)")
+    simulate.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    simulate.add_argument("--landing", help="landing zone (default: <home>/landing)")
+    simulate.add_argument("--force", action="store_true",
+                          help="replace an existing, different problem.yaml")
+    handlers["simulate"] = _simulate
+
+    serve = commands.add_parser(
+        "serve", help="serve the champions' bento on a stable port, rolling out new ones blue/green",
+        description="Run a loopback proxy on --port in front of `bentoml serve`. Whenever the "
+        "deployed_bento asset publishes a new bento, it is started next to the live one and "
+        "traffic switches once it is ready; the old server stops after its requests finish.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3100)
+    serve.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new bento")
+    handlers["serve"] = _serve
     return parser, handlers
 
 
@@ -54,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handlers[args.command](args, paths)
 
 
-def _resolve_home(home: str):
-    from pathlib import Path
-
+def _resolve_home(home: str) -> Path:
     return Path(home).expanduser().resolve()
 
 

@@ -64,7 +64,9 @@ class PlatformPaths:
 
     @property
     def bentoml_home(self) -> Path:
-        return Path(os.environ.get("BENTOML_HOME") or self.home / "bentoml")
+        # Always under home: a BENTOML_HOME in the environment may be the default set for
+        # another platform home (heat_platform/__init__), and bentos must follow their platform.
+        return self.home / "bentoml"
 
     @property
     def serving(self) -> Path:

@@ -1,0 +1,92 @@
+"""`heat-platform simulate`: write synthetic measurement batches into the landing zone.
+
+Follows the measurement contract exactly like a lab would: ``<landing>/<experiment>/problem.yaml``
+plus one file per batch. Files are written under a hidden temporary name and renamed into
+place, so the landing-zone sensor never sees a half-written batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from heat_platform.pinn.spec import SpecError, load_spec, spec_from_yaml
+from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
+
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+BATCH_NAME = re.compile(r"[^/\\|,\[\]\x00-\x1f]{1,128}")
+
+
+def write_problem(landing: Path, scenario_name: str, experiment: str, force: bool = False) -> Path:
+    """Put the scenario's problem.yaml in the experiment's landing directory (idempotent)."""
+    scenario = SCENARIOS[scenario_name]
+    if experiment == scenario.spec.name:
+        text = scenario.spec_path.read_text()  # verbatim, comments and licence note included
+    else:
+        text = dataclasses.replace(scenario.spec, name=experiment).to_yaml()
+    target = landing / experiment / "problem.yaml"
+    if target.exists() and not force:
+        try:
+            same = load_spec(target).sha256 == spec_from_yaml(text).sha256
+        except SpecError:
+            same = False
+        if not same:
+            raise FileExistsError(f"{target} holds a different problem; use --force to replace it")
+        return target
+    _atomic_write(target, text.encode())
+    return target
+
+
+def write_batch(landing: Path, experiment: str, batch: str, columns: dict[str, np.ndarray],
+                fmt: str = "parquet") -> Path:
+    import polars as pl
+
+    if not BATCH_NAME.fullmatch(batch) or batch.startswith(".") or "..." in batch:
+        raise ValueError(f"invalid batch name {batch!r}")
+    target = landing / experiment / f"{batch}.{fmt}"
+    frame = pl.DataFrame(columns)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        frame.write_parquet(temporary)
+    elif fmt == "csv":
+        frame.write_csv(temporary)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose parquet or csv")
+    os.replace(temporary, target)
+    return target
+
+
+def simulate_to_landing(
+    landing: Path,
+    scenario_name: str,
+    *,
+    experiment: str | None = None,
+    batch: str | None = None,
+    seed: int = 0,
+    shift: str | None = None,
+    fmt: str = "parquet",
+    force: bool = False,
+    **options,
+) -> Path:
+    """Simulate one batch of a built-in scenario and land it; returns the batch file."""
+    if scenario_name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario_name!r}; built in: {', '.join(SCENARIOS)}")
+    experiment = experiment or scenario_name
+    if not EXPERIMENT_NAME.fullmatch(experiment):
+        raise ValueError(f"invalid experiment name {experiment!r}")
+    write_problem(landing, scenario_name, experiment, force=force)
+    simulated = simulate_batch(SCENARIOS[scenario_name], seed=seed, shift=shift, **options)
+    name = batch or f"b{seed:03d}" + (f"-{shift}" if shift else "")
+    return write_batch(landing, experiment, name, simulated.columns(), fmt)
+
+
+def _atomic_write(target: Path, content: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, target)
