@@ -1,0 +1,397 @@
+"""The catalog: which version of which batch the platform holds, and what validation said.
+
+SQLAlchemy Core, one ``Table`` per concept on the module's :data:`metadata`; SQLite by default
+(``PlatformPaths.catalog_url``), Postgres later with the same code. To add a table (audit log,
+deployments...), declare it next to :data:`batch_versions` on :data:`metadata`, add a frozen
+dataclass for its rows and a few methods on :class:`Catalog`; ``create_all`` creates it in
+existing databases on the next start.
+
+``batch_versions`` has one row per distinct content (sha256) of a batch: a file rewritten in
+the landing zone adds a row, and old rows are never deleted, so every version stays
+retrievable (its blob is in the content store). The *current* version of a batch is the one
+ingested most recently (``ingest_seq``): re-dropping an older file makes that version current
+again without duplicating it.
+
+Several processes (sensor, run workers, the webserver) use the catalog at once. On SQLite
+each connection runs in WAL mode with a busy timeout, and write transactions start with
+``BEGIN IMMEDIATE`` so two writers queue instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+Status = Literal["ingested", "validated", "rejected"]
+STATUSES: tuple[str, ...] = ("ingested", "validated", "rejected")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+metadata = sa.MetaData()
+
+batch_versions = sa.Table(
+    "batch_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False),
+    sa.Column("batch", sa.String(255), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("source_path", sa.Text, nullable=False),
+    sa.Column("blob_path", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    # ingested_at: when this content was first ingested; ingest_seq orders "became current".
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_ingested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ingest_seq", sa.BigInteger, nullable=False),
+    sa.Column("ingest_run_id", sa.String(64)),
+    sa.Column("n_rows", sa.BigInteger),
+    sa.Column("status", sa.String(16), nullable=False, server_default="ingested"),
+    sa.Column("n_valid", sa.BigInteger),
+    sa.Column("n_quarantined", sa.BigInteger),
+    sa.Column("validated_path", sa.Text),
+    sa.Column("quarantine_path", sa.Text),
+    sa.Column("message", sa.Text),
+    sa.Column("validated_at", sa.DateTime(timezone=True)),
+    sa.Column("validation_run_id", sa.String(64)),
+    sa.UniqueConstraint("experiment", "batch", "sha256", name="uq_batch_versions_content"),
+    sa.CheckConstraint(f"status IN {STATUSES}", name="ck_batch_versions_status"),
+    sa.Index("ix_batch_versions_current", "experiment", "batch", "ingest_seq"),
+)
+
+
+@dataclass(frozen=True)
+class BatchVersion:
+    """One row of ``batch_versions``."""
+
+    id: int
+    experiment: str
+    batch: str
+    sha256: str
+    source_path: str
+    blob_path: str
+    size_bytes: int
+    ingested_at: dt.datetime
+    last_ingested_at: dt.datetime
+    ingest_seq: int
+    ingest_run_id: str | None
+    n_rows: int | None
+    status: Status
+    n_valid: int | None
+    n_quarantined: int | None
+    validated_path: str | None
+    quarantine_path: str | None
+    message: str | None
+    validated_at: dt.datetime | None
+    validation_run_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BatchVersion:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        for name in ("ingested_at", "last_ingested_at", "validated_at"):
+            values[name] = _utc(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    version: BatchVersion
+    reason: str
+
+
+@dataclass(frozen=True)
+class ValidatedBatches:
+    """The training set's input: current versions that passed validation, and the batches left
+    out with the reason (so a rejected re-upload is visible, not silently papered over)."""
+
+    included: list[BatchVersion]
+    excluded: list[Exclusion]
+
+
+class Catalog:
+    def __init__(self, url: str | Path, *, echo: bool = False) -> None:
+        url = str(url)
+        if "://" not in url:
+            url = f"sqlite:///{url}"
+        self.url = url
+        if url.startswith("sqlite"):
+            # No pooled connections: a SQLite connection open at fork() time and closed in the
+            # child (Dagster's run workers, multiprocessing) can make the child checkpoint and
+            # remove the WAL under the parent, losing committed rows (seen in our tests).
+            # Opening a SQLite connection per operation costs well under a millisecond.
+            self.engine: Engine = sa.create_engine(url, echo=echo, poolclass=sa.pool.NullPool)
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = sa.create_engine(url, echo=echo, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite: BEGIN IMMEDIATE, see :func:`_configure_sqlite`)."""
+        with self.engine.connect() as connection:
+            connection.execution_options(write_transaction=True)
+            with connection.begin():
+                yield connection
+
+    # -- writes --
+
+    def record_ingestion(
+        self,
+        experiment: str,
+        batch: str,
+        *,
+        sha256: str,
+        source_path: str | Path,
+        blob_path: str | Path,
+        size_bytes: int,
+        run_id: str | None = None,
+        n_rows: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> BatchVersion:
+        """Record that this content of the batch is now in the store and is its current
+        version. Idempotent for the current version; an older version dropped again becomes
+        current again (its row is reused, ``ingested_at`` keeps the first time)."""
+        now = _utc(now) or _now()
+        table = batch_versions
+        where = (table.c.experiment == experiment) & (table.c.batch == batch)
+        with self._transaction() as db:
+            latest = db.execute(
+                sa.select(table.c.sha256, table.c.ingest_seq)
+                .where(where)
+                .order_by(table.c.ingest_seq.desc(), table.c.id.desc())
+                .limit(1)
+            ).first()
+            if latest is not None and latest.sha256 == sha256:
+                return self._get(db, experiment, batch, sha256)
+            seq = (
+                db.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(table.c.ingest_seq), 0))
+                ).scalar_one()
+                + 1
+            )
+            existing = db.execute(
+                sa.select(table.c.id).where(where & (table.c.sha256 == sha256))
+            ).first()
+            if existing is None:
+                db.execute(
+                    table.insert().values(
+                        experiment=experiment,
+                        batch=batch,
+                        sha256=sha256,
+                        source_path=str(source_path),
+                        blob_path=str(blob_path),
+                        size_bytes=int(size_bytes),
+                        ingested_at=now,
+                        last_ingested_at=now,
+                        ingest_seq=seq,
+                        ingest_run_id=run_id,
+                        n_rows=n_rows,
+                        status="ingested",
+                    )
+                )
+            else:
+                db.execute(
+                    table.update()
+                    .where(table.c.id == existing.id)
+                    .values(
+                        last_ingested_at=now,
+                        ingest_seq=seq,
+                        ingest_run_id=run_id,
+                        source_path=str(source_path),
+                    )
+                )
+            return self._get(db, experiment, batch, sha256)
+
+    def record_validation(
+        self,
+        experiment: str,
+        batch: str,
+        *,
+        sha256: str,
+        status: Status,
+        n_rows: int | None = None,
+        n_valid: int | None = None,
+        n_quarantined: int | None = None,
+        validated_path: str | Path | None = None,
+        quarantine_path: str | Path | None = None,
+        message: str | None = None,
+        run_id: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> BatchVersion:
+        """Record the outcome of validating one version (``validated`` or ``rejected``)."""
+        if status not in ("validated", "rejected"):
+            raise ValueError(f"validation status must be 'validated' or 'rejected', not {status!r}")
+        table = batch_versions
+        values: dict[str, Any] = {
+            "status": status,
+            "n_valid": n_valid,
+            "n_quarantined": n_quarantined,
+            "validated_path": str(validated_path) if validated_path is not None else None,
+            "quarantine_path": str(quarantine_path) if quarantine_path is not None else None,
+            "message": message,
+            "validated_at": _utc(now) or _now(),
+            "validation_run_id": run_id,
+        }
+        if n_rows is not None:
+            values["n_rows"] = n_rows
+        with self._transaction() as db:
+            updated = db.execute(
+                table.update()
+                .where(
+                    (table.c.experiment == experiment)
+                    & (table.c.batch == batch)
+                    & (table.c.sha256 == sha256)
+                )
+                .values(**values)
+            )
+            if updated.rowcount != 1:
+                raise LookupError(
+                    f"no ingested version {sha256[:12]} of batch {batch!r} in {experiment!r}"
+                )
+            return self._get(db, experiment, batch, sha256)
+
+    # -- reads --
+
+    def current_version(self, experiment: str, batch: str) -> BatchVersion | None:
+        """The most recently ingested version of a batch, or None."""
+        table = batch_versions
+        with self.engine.connect() as db:
+            row = (
+                db.execute(
+                    sa.select(table)
+                    .where((table.c.experiment == experiment) & (table.c.batch == batch))
+                    .order_by(table.c.ingest_seq.desc(), table.c.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return BatchVersion.from_row(row) if row else None
+
+    def history(self, experiment: str, batch: str) -> list[BatchVersion]:
+        """Every version of a batch, oldest first by first ingestion; the last one that became
+        current is the one :meth:`current_version` returns."""
+        table = batch_versions
+        with self.engine.connect() as db:
+            rows = (
+                db.execute(
+                    sa.select(table)
+                    .where((table.c.experiment == experiment) & (table.c.batch == batch))
+                    .order_by(table.c.ingested_at, table.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [BatchVersion.from_row(r) for r in rows]
+
+    def current_versions(self, experiment: str) -> list[BatchVersion]:
+        """The current version of every batch of an experiment, by batch name."""
+        table = batch_versions
+        ranked = (
+            sa.select(
+                table,
+                sa.func.row_number()
+                .over(
+                    partition_by=table.c.batch,
+                    order_by=(table.c.ingest_seq.desc(), table.c.id.desc()),
+                )
+                .label("rank"),
+            )
+            .where(table.c.experiment == experiment)
+            .subquery()
+        )
+        with self.engine.connect() as db:
+            rows = (
+                db.execute(sa.select(ranked).where(ranked.c.rank == 1).order_by(ranked.c.batch))
+                .mappings()
+                .all()
+            )
+        return [BatchVersion.from_row(r) for r in rows]
+
+    def validated_batches(self, experiment: str) -> ValidatedBatches:
+        """Current versions with status 'validated'. A batch whose current version is rejected
+        or not validated yet is excluded and listed, never replaced by an older valid
+        version (the lab sent a new file for a reason)."""
+        included: list[BatchVersion] = []
+        excluded: list[Exclusion] = []
+        for version in self.current_versions(experiment):
+            if version.status == "validated":
+                included.append(version)
+            elif version.status == "rejected":
+                excluded.append(
+                    Exclusion(
+                        version,
+                        f"current version {version.sha256[:12]} was rejected: "
+                        f"{version.message or 'no message'}",
+                    )
+                )
+            else:
+                excluded.append(
+                    Exclusion(
+                        version, f"current version {version.sha256[:12]} is not validated yet"
+                    )
+                )
+        return ValidatedBatches(included, excluded)
+
+    def experiments(self) -> list[str]:
+        with self.engine.connect() as db:
+            return list(
+                db.execute(
+                    sa.select(batch_versions.c.experiment)
+                    .distinct()
+                    .order_by(batch_versions.c.experiment)
+                ).scalars()
+            )
+
+    def _get(self, db: Connection, experiment: str, batch: str, sha256: str) -> BatchVersion:
+        table = batch_versions
+        row = (
+            db.execute(
+                sa.select(table).where(
+                    (table.c.experiment == experiment)
+                    & (table.c.batch == batch)
+                    & (table.c.sha256 == sha256)
+                )
+            )
+            .mappings()
+            .one()
+        )
+        return BatchVersion.from_row(row)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL (readers do not block the writer), a busy timeout, full fsync on commit (nothing
+    recorded may be lost), and BEGIN IMMEDIATE for write transactions so a read-then-write
+    takes the write lock up front instead of failing when another writer got there first."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("write_transaction", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands datetimes back naive; everything stored here is UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
