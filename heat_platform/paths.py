@@ -5,7 +5,8 @@ single machine needs nothing else and a Kubernetes deployment mounts one volume 
 
     <home>/landing/<experiment>/problem.yaml          what users drop in
     <home>/landing/<experiment>/<batch>.parquet|csv
-    <home>/store/                                      the platform's own immutable storage
+    <home>/store/blobs, <home>/store/training_sets     the platform's own immutable storage
+    <home>/reports/                                    Data Docs, gate and drift reports (HTML)
     <home>/platform.db                                 catalog: batch versions, audit log, deployments
     <home>/dagster_home/                               Dagster instance (SQLite storage)
     <home>/mlflow/mlflow.db, <home>/mlflow/artifacts   MLflow tracking and registry
@@ -43,6 +44,20 @@ class PlatformPaths:
         return self.home / "store"
 
     @property
+    def blobs(self) -> Path:
+        """Content-addressed, immutable files (landing copies, validated and quarantined rows)."""
+        return self.store / "blobs"
+
+    @property
+    def training_sets(self) -> Path:
+        return self.store / "training_sets"
+
+    @property
+    def reports(self) -> Path:
+        """HTML for people: GX Data Docs, gate reports, Evidently drift reports."""
+        return self.home / "reports"
+
+    @property
     def catalog_url(self) -> str:
         return os.environ.get("HEAT_PLATFORM_DB_URL") or f"sqlite:///{self.home / 'platform.db'}"
 
@@ -76,7 +91,8 @@ class PlatformPaths:
         return self.landing / experiment
 
     def ensure(self) -> PlatformPaths:
-        for directory in (self.landing, self.store, self.dagster_home, self.mlflow_artifacts,
-                          self.bentoml_home, self.serving):
+        for directory in (self.landing, self.blobs, self.training_sets, self.reports,
+                          self.dagster_home, self.mlflow_artifacts, self.bentoml_home,
+                          self.serving):
             directory.mkdir(parents=True, exist_ok=True)
         return self

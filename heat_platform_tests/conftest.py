@@ -36,3 +36,76 @@ def dagster_instance(platform_paths: PlatformPaths) -> Iterator:
     prepare_instance(platform_paths)
     with dg.DagsterInstance.get() as instance:
         yield instance
+
+
+@pytest.fixture
+def storage(platform_paths: PlatformPaths):
+    from heat_platform.resources.storage import PlatformStorage
+
+    return PlatformStorage(home=str(platform_paths.home))
+
+
+@pytest.fixture
+def resources(platform_paths: PlatformPaths) -> dict:
+    from heat_platform.resources import build_resources
+
+    return build_resources(platform_paths)
+
+
+class SensorDriver:
+    """Evaluates the landing-zone sensor against a real instance and does what the daemon does
+    with the result: add the dynamic partitions, then run each requested job (in process)."""
+
+    def __init__(self, instance, resources: dict) -> None:
+        self.instance, self.resources, self.cursor = instance, resources, None
+
+    def tick(self, execute: bool = True):
+        import dagster as dg
+
+        from heat_platform.assets import measurements, validation
+
+        jobs = {"ingest_problem_spec": [measurements.problem_spec],
+                "ingest_batch": [measurements.raw_measurements, validation.batch_validation]}
+        landing_zone_sensor = measurements.landing_zone_sensor
+
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                          resources={"storage": self.resources["storage"]})
+        result = landing_zone_sensor(context)
+        self.cursor = result.cursor
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name,
+                                                 list(request.partition_keys))
+        outcomes = []
+        for run in result.run_requests or []:
+            if execute:
+                outcomes.append(dg.materialize(
+                    jobs[run.job_name], instance=self.instance, partition_key=run.partition_key,
+                    tags={**run.tags, "dagster/run_key": run.run_key},
+                    resources=self.resources, raise_on_error=False))
+        return result, outcomes
+
+    def until_quiet(self, max_ticks: int = 5) -> list:
+        """Tick until a tick requests nothing; returns every run's result."""
+        outcomes = []
+        for _ in range(max_ticks):
+            result, ran = self.tick()
+            outcomes.extend(ran)
+            if not result.run_requests and outcomes:
+                return outcomes
+        return outcomes
+
+
+@pytest.fixture
+def sensor(dagster_instance, resources) -> SensorDriver:
+    return SensorDriver(dagster_instance, resources)
+
+
+def latest_materialization(instance, asset: str, partition: str | None = None):
+    """The newest materialization of an asset partition (an AssetMaterialization), or None."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization if records else None

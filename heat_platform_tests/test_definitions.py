@@ -12,6 +12,28 @@ from heat_platform.definitions import defs
 
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"problem_spec", "raw_measurements", "validated_measurements",
+            "quarantined_measurements", "training_set"} <= keys
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert {("raw_measurements", "readable"),
+            ("validated_measurements", "quarantine_share_within_limit"),
+            ("validated_measurements", "great_expectations_contract")} <= checks
+    for name in ("landing_zone_sensor", "automation"):
+        assert defs.resolve_sensor_def(name) is not None
+    for name in ("ingest_problem_spec", "ingest_batch"):
+        assert defs.resolve_job_def(name) is not None
+
+
+def test_loading_the_code_location_imports_no_heavy_library() -> None:
+    """Run workers and the webserver import the definitions; torch, GX, DeepXDE, MLflow,
+    Evidently and BentoML are imported inside the functions that need them."""
+    code = ("import sys, heat_platform.definitions; "
+            "print(sorted(m for m in ('torch', 'great_expectations', 'deepxde', 'mlflow', "
+            "'evidently', 'bentoml') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_init_creates_the_instance_idempotently(platform_paths) -> None:

@@ -64,6 +64,56 @@ batch_versions = sa.Table(
     sa.Index("ix_batch_versions_current", "experiment", "batch", "ingest_seq"),
 )
 
+problem_specs = sa.Table(
+    "problem_specs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the file's bytes
+    sa.Column("spec_sha256", sa.String(64)),  # of the parsed spec (layout-independent)
+    sa.Column("blob_path", sa.Text, nullable=False),
+    sa.Column("valid", sa.Boolean, nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Index("ix_problem_specs_current", "experiment", "id"),
+)
+
+# A drift episode that triggered retraining starts a new regime: the material changed, so
+# training sets use only batches ingested from the drifted one on (ingest_seq >= since_seq).
+regimes = sa.Table(
+    "regimes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False),
+    sa.Column("since_seq", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Index("ix_regimes_experiment", "experiment", "id"),
+)
+
+
+@dataclass(frozen=True)
+class SpecVersion:
+    """One ingested problem.yaml: valid ones are what validation and training use."""
+
+    id: int
+    experiment: str
+    sha256: str
+    spec_sha256: str | None
+    blob_path: str
+    valid: bool
+    message: str | None
+    recorded_at: dt.datetime
+    run_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SpecVersion:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["recorded_at"] = _utc(values["recorded_at"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class BatchVersion:
@@ -337,6 +387,48 @@ class Catalog:
                     )
                 )
         return ValidatedBatches(included, excluded)
+
+    def record_spec(self, experiment: str, *, sha256: str, blob_path: str | Path, valid: bool,
+                    spec_sha256: str | None = None, message: str | None = None,
+                    run_id: str | None = None, now: dt.datetime | None = None) -> SpecVersion:
+        """Append what ingesting an experiment's problem.yaml found (valid or not)."""
+        with self._transaction() as db:
+            inserted = db.execute(problem_specs.insert().values(
+                experiment=experiment, sha256=sha256, spec_sha256=spec_sha256,
+                blob_path=str(blob_path), valid=valid, message=message,
+                recorded_at=_utc(now) or _now(), run_id=run_id,
+            ))
+            row = db.execute(sa.select(problem_specs).where(
+                problem_specs.c.id == inserted.inserted_primary_key[0])).mappings().one()
+        return SpecVersion.from_row(row)
+
+    def latest_spec(self, experiment: str) -> SpecVersion | None:
+        """The most recently ingested problem.yaml of an experiment, valid or not."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(problem_specs).where(problem_specs.c.experiment == experiment)
+                .order_by(problem_specs.c.id.desc()).limit(1)
+            ).mappings().first()
+        return SpecVersion.from_row(row) if row else None
+
+    def start_regime(self, experiment: str, since_seq: int, *, reason: str | None = None,
+                     run_id: str | None = None) -> int:
+        """Record that the experiment's data from ingest ``since_seq`` on is a new regime
+        (idempotent when that regime is already the current one)."""
+        if self.regime_start(experiment) == since_seq:
+            return since_seq
+        with self._transaction() as db:
+            db.execute(regimes.insert().values(experiment=experiment, since_seq=int(since_seq),
+                                               reason=reason, recorded_at=_now(), run_id=run_id))
+        return since_seq
+
+    def regime_start(self, experiment: str) -> int | None:
+        """ingest_seq from which the current regime's batches count; None: all batches."""
+        with self.engine.connect() as db:
+            return db.execute(
+                sa.select(regimes.c.since_seq).where(regimes.c.experiment == experiment)
+                .order_by(regimes.c.id.desc()).limit(1)
+            ).scalar()
 
     def experiments(self) -> list[str]:
         with self.engine.connect() as db:

@@ -25,30 +25,34 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 VARIABLES = ("x", "y", "t")
 CONSTANTS = {"pi": math.pi, "e": math.e}
-# name -> (number of arguments, numpy function, torch function)
-FUNCTIONS: dict[str, tuple[int, Callable, Callable]] = {
-    "sin": (1, np.sin, torch.sin),
-    "cos": (1, np.cos, torch.cos),
-    "tan": (1, np.tan, torch.tan),
-    "exp": (1, np.exp, torch.exp),
-    "log": (1, np.log, torch.log),
-    "sqrt": (1, np.sqrt, torch.sqrt),
-    "tanh": (1, np.tanh, torch.tanh),
-    "sinh": (1, np.sinh, torch.sinh),
-    "cosh": (1, np.cosh, torch.cosh),
-    "atan": (1, np.arctan, torch.atan),
-    "abs": (1, np.abs, torch.abs),
-    "min": (2, np.minimum, torch.minimum),
-    "max": (2, np.maximum, torch.maximum),
+# name -> (number of arguments, numpy function, name of the torch function). torch is imported
+# only when a tensor is evaluated, so numpy-only users (validation, the solver) never pay for it.
+FUNCTIONS: dict[str, tuple[int, Callable, str]] = {
+    "sin": (1, np.sin, "sin"),
+    "cos": (1, np.cos, "cos"),
+    "tan": (1, np.tan, "tan"),
+    "exp": (1, np.exp, "exp"),
+    "log": (1, np.log, "log"),
+    "sqrt": (1, np.sqrt, "sqrt"),
+    "tanh": (1, np.tanh, "tanh"),
+    "sinh": (1, np.sinh, "sinh"),
+    "cosh": (1, np.cosh, "cosh"),
+    "atan": (1, np.arctan, "atan"),
+    "abs": (1, np.abs, "abs"),
+    "min": (2, np.minimum, "minimum"),
+    "max": (2, np.maximum, "maximum"),
 }
 BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
           ast.Div: operator.truediv, ast.Pow: operator.pow}  # fmt: skip
@@ -89,7 +93,7 @@ class FormulaError(ValueError):
 
 # A compiled node: takes the evaluation environment, returns an array, tensor or scalar.
 Node = Callable[["_Env"], Any]
-Value = np.ndarray | torch.Tensor | float
+Value = "np.ndarray | torch.Tensor | float"
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class Formula:
             raise FormulaError(
                 self.key, missing[0], f"the formula uses {missing[0]!r} but no value was given"
             )
-        if any(isinstance(value, torch.Tensor) for value in given.values()):
+        if any(_is_tensor(value) for value in given.values()):
             return _evaluate_torch(self._evaluate, given)
         return _evaluate_numpy(self._evaluate, given)
 
@@ -145,7 +149,14 @@ def _evaluate_numpy(evaluate: Node, given: dict[str, Any]) -> np.ndarray:
     return result if result.shape == shape else np.broadcast_to(result, shape).copy()
 
 
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # not imported yet: nothing can be a tensor
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _evaluate_torch(evaluate: Node, given: dict[str, Any]) -> torch.Tensor:
+    import torch
+
     reference = next(value for value in given.values() if isinstance(value, torch.Tensor))
     dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
     values = {}
@@ -161,7 +172,7 @@ def _evaluate_torch(evaluate: Node, given: dict[str, Any]) -> torch.Tensor:
         # refuses floats; 0-d tensors also take part in type promotion as scalars.
         return torch.tensor(value, dtype=dtype, device=reference.device)
 
-    result = evaluate(_Env(values, {name: f[2] for name, f in FUNCTIONS.items()}, constant))
+    result = evaluate(_Env(values, {name: getattr(torch, f[2]) for name, f in FUNCTIONS.items()}, constant))
     return result if result.shape == shape else result.expand(shape).contiguous()
 
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import dagster as dg
+
 from heat_platform.paths import PlatformPaths
-from heat_platform.resources.settings import PlatformSettings
+from heat_platform.resources.storage import PlatformStorage
+
+
+def build_executor() -> dg.ExecutorDefinition:
+    """One process per run on a laptop: a step's imports (torch, GX) cost more than its work."""
+    return dg.in_process_executor
 
 
 def build_resources(paths: PlatformPaths | None = None) -> dict[str, Any]:
     paths = paths or PlatformPaths.from_env()
-    return {"settings": PlatformSettings(home=str(paths.home))}
+    return {
+        "storage": PlatformStorage(home=str(paths.home)),
+        # Small values passed between assets (references to stored data and models) live with
+        # the platform's data, so every run worker (local process or Kubernetes pod) sees them.
+        "io_manager": dg.FilesystemIOManager(base_dir=str(paths.store / "dagster_io")),
+    }

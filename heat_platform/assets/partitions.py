@@ -1,0 +1,42 @@
+"""How the asset graph is partitioned.
+
+Batches are partitioned by experiment x batch (both discovered at run time by the landing-zone
+sensor); everything learned from an experiment's data as a whole (training set, models, gate,
+deployment) is partitioned by experiment, and depends on all of its batches through
+``by_experiment``.
+"""
+
+import warnings
+
+import dagster as dg
+
+experiments = dg.DynamicPartitionsDefinition(name="experiments")
+batches = dg.DynamicPartitionsDefinition(name="batches")
+experiment_batches = dg.MultiPartitionsDefinition({"experiment": experiments, "batch": batches})
+
+# experiment x batch <-> experiment. (Beta in Dagster 1.13; it is the documented way to map a
+# multi-partitioned asset onto one of its dimensions, so we accept the beta warning once, here.)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    by_experiment = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="experiment")
+
+
+def batch_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    """A blocking check evaluated per batch partition. Without its own partitions_def a check
+    on a partitioned asset is recorded without the partition (preview in Dagster 1.13)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description,
+                                 partitions_def=experiment_batches)
+
+
+def batch_partition(experiment: str, batch: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"experiment": experiment, "batch": batch})
+
+
+def experiment_and_batch(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
+                         ) -> tuple[str, str]:
+    key = context.partition_key
+    keys = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else (
+        dg.MultiPartitionKey.from_str(key).keys_by_dimension)  # type: ignore[attr-defined]
+    return keys["experiment"], keys["batch"]

@@ -1,0 +1,109 @@
+"""Running the platform on one machine: the Dagster daemon (sensors, automation, run queue).
+
+`make dev` runs the daemon together with the webserver (`dagster dev`); the demo and the
+integration tests run the daemon alone, so sensors and declarative automation are evaluated by
+Dagster itself exactly as in production, and wait for what they produce through the instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from heat_platform.instance import PROJECT_ROOT, prepare_instance
+from heat_platform.paths import PlatformPaths
+
+T = TypeVar("T")
+
+
+class LocalDaemon:
+    """`dagster-daemon run` on the platform's instance, in its own process group."""
+
+    def __init__(self, paths: PlatformPaths, *, sensor_interval_s: int = 10,
+                 automation_interval_s: int = 15, env: dict[str, str] | None = None) -> None:
+        self.paths = paths
+        self.log_path = paths.home / "logs" / "dagster-daemon.log"
+        self.env = {
+            **os.environ,
+            "HEAT_PLATFORM_HOME": str(paths.home),
+            "DAGSTER_HOME": str(paths.dagster_home),
+            "HEAT_PLATFORM_SENSOR_INTERVAL": str(sensor_interval_s),
+            "HEAT_PLATFORM_AUTOMATION_INTERVAL": str(automation_interval_s),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> LocalDaemon:
+        prepare_instance(self.paths)
+        _create_instance_storage(self.paths)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dagster-daemon")), "run",
+                 "-w", str(PROJECT_ROOT / "workspace.yaml")],
+                cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM the whole group (daemon and the runs it launched), SIGKILL after grace."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"dagster-daemon exited with {self.process.returncode}:\n"
+                               f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> LocalDaemon:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _create_instance_storage(paths: PlatformPaths) -> None:
+    """Create the instance's SQLite tables here, before several processes would race to."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("experiments")
+
+
+def wait_until(probe: Callable[[], T | None], *, timeout_s: float, what: str,
+               interval_s: float = 1.0, daemon: LocalDaemon | None = None) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if daemon is not None:
+            daemon.check_alive()
+        if time.monotonic() > deadline:
+            tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}{tail}")
+        time.sleep(interval_s)

@@ -1,0 +1,134 @@
+"""Stage 1 on a real Dagster instance: the landing-zone sensor, problem_spec, raw_measurements."""
+
+import os
+import shutil
+
+import dagster as dg
+import pytest
+
+from heat_platform.assets import measurements
+from heat_platform.simulate import simulate_to_landing, write_problem
+from heat_platform_tests.conftest import latest_materialization
+
+
+def _keys(result) -> list[str]:
+    return [request.run_key for request in result.run_requests or []]
+
+
+def test_sensor_finds_files_adds_partitions_and_is_idempotent(platform_paths, sensor, storage):
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=2)
+
+    first, _ = sensor.tick()  # a file must look the same on two ticks before it is read
+    assert not first.run_requests and first.skip_reason
+    second, ran = sensor.tick()  # the spec first: validation needs its domain
+    assert _keys(second) == [f"inclusion|problem.yaml@{storage.catalog().latest_spec('inclusion').sha256}#1"]
+    assert all(r.success for r in ran)
+    assert sensor.instance.get_dynamic_partitions("experiments") == ["inclusion"]
+
+    third, ran = sensor.tick()
+    assert sorted(r.partition_key.keys_by_dimension["batch"] for r in third.run_requests) == ["b001", "b002"]
+    assert all(r.success for r in ran)
+    assert sorted(sensor.instance.get_dynamic_partitions("batches")) == ["b001", "b002"]
+
+    quiet, _ = sensor.tick()
+    assert not quiet.run_requests  # a second tick with no new files requests nothing
+    # a restart (same cursor, e.g. after a daemon restart) requests nothing either
+    again = measurements.landing_zone_sensor(dg.build_sensor_context(
+        instance=sensor.instance, cursor=sensor.cursor, resources={"storage": storage}))
+    assert not again.run_requests
+
+
+def test_touched_file_is_no_news_and_changed_file_is_a_new_version(platform_paths, sensor, storage):
+    batch = simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+    sensor.until_quiet()
+    first = storage.catalog().current_version("inclusion", "b001")
+
+    os.utime(batch)  # touched, same bytes
+    sensor.tick()
+    touched, _ = sensor.tick()
+    assert not touched.run_requests
+
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=7, batch="b001")  # rewritten
+    sensor.tick()
+    changed, ran = sensor.tick()
+    assert len(changed.run_requests) == 1 and changed.run_requests[0].run_key.endswith("#2")
+    assert ran[0].success
+    history = storage.catalog().history("inclusion", "b001")
+    assert history[0].sha256 == first.sha256 and len(history) == 2
+    assert os.path.exists(first.blob_path)  # the old version stays retrievable
+
+    # changed back to the first content: still a new run (the run key carries a sequence)
+    shutil.copyfile(first.blob_path, batch)
+    sensor.tick()
+    back, ran = sensor.tick()
+    assert back.run_requests[0].run_key.endswith("#3") and ran[0].success
+    assert storage.catalog().current_version("inclusion", "b001").sha256 == first.sha256
+
+
+def test_raw_measurements_metadata_and_data_version(platform_paths, sensor, storage):
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+    sensor.until_quiet()
+    materialization = latest_materialization(sensor.instance, "raw_measurements", "b001|inclusion")
+    metadata = materialization.metadata
+    version = storage.catalog().current_version("inclusion", "b001")
+    assert metadata["dagster/row_count"].value == 3200
+    assert metadata["sha256"].value == version.sha256
+    assert {c.name for c in metadata["dagster/column_schema"].schema.columns} >= {"x", "y", "t", "u"}
+    assert "| x | 0.0625 | 1.9375 |" in metadata["ranges"].value
+    assert metadata["source path"].value.endswith("b001.parquet")
+    assert materialization.tags["dagster/data_version"] == version.sha256  # = content hash
+
+
+def test_a_malicious_problem_yaml_is_rejected_and_other_experiments_keep_working(
+        platform_paths, sensor, storage):
+    (platform_paths.landing / "evil").mkdir(parents=True)
+    (platform_paths.landing / "evil" / "problem.yaml").write_text(
+        "name: evil\ndomain: {x: [0, 1], y: [0, 1], t: [0, 1]}\n"
+        "source: \"__import__('os').system('echo pwned')\"\n")
+    (platform_paths.landing / "evil" / "b001.csv").write_text("x,y,t,u\n0.5,0.5,0.1,0.2\n")
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+
+    outcomes = sensor.until_quiet()
+    failed = [o for o in outcomes if not o.success]
+    assert len(failed) == 1
+    failure = failed[0].get_step_failure_events()[0].step_failure_data.error
+    assert "source" in failure.message and "__import__" in failure.message
+    latest = storage.catalog().latest_spec("evil")
+    assert not latest.valid and "__import__" in latest.message
+    # the evil experiment's batch waits (nothing ingested); the good experiment went through
+    assert storage.catalog().current_version("evil", "b001") is None
+    assert storage.catalog().current_version("inclusion", "b001").status == "validated"
+    quiet, _ = sensor.tick()
+    assert not quiet.run_requests
+
+
+@pytest.mark.parametrize("name", ["batch one.csv", "mesure-été.csv"])
+def test_names_with_spaces_and_unicode_are_ingested(platform_paths, sensor, storage, name):
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "inclusion" / name).write_text(
+        "x,y,t,u\n" + "".join(f"{0.1 + i * 0.01},0.5,0.1,0.2\n" for i in range(20)))
+    outcomes = sensor.until_quiet()
+    assert outcomes and all(o.success for o in outcomes)
+    batch = name.removesuffix(".csv")
+    assert storage.catalog().current_version("inclusion", batch).status == "validated"
+
+
+def test_paths_outside_the_landing_zone_are_refused(platform_paths, sensor, storage, tmp_path):
+    outside = tmp_path / "secret.csv"
+    outside.write_text("x,y,t,u\n0.5,0.5,0.1,0.2\n")
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "inclusion" / "escape.csv").symlink_to(outside)
+    (platform_paths.landing / "..sneaky").mkdir()
+    from heat_platform.data.discovery import plan_tick
+
+    plan = plan_tick(storage.landing(), storage.catalog(), None)
+    refused = {str(s.path): s.reason for s in plan.skipped}
+    assert any("escape.csv" in path and "outside the landing root" in reason
+               for path, reason in refused.items())
+    assert any("..sneaky" in path for path in refused)
+    for _ in range(3):
+        result, _ = sensor.tick()
+        assert not any("escape" in r.run_key for r in result.run_requests or [])
+    assert storage.catalog().current_version("inclusion", "escape") is None
+    assert list((platform_paths.blobs).rglob("*.csv")) == []
