@@ -59,6 +59,14 @@ def _simulate(args: argparse.Namespace, paths: PlatformPaths) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.demo import run_demo
+    from heat_platform.instance import prepare_instance
+
+    prepare_instance(paths)
+    return run_demo(paths, timeout_s=args.timeout)
+
+
 def _serve(args: argparse.Namespace, paths: PlatformPaths) -> int:
     from heat_platform.serving.rollout import serve
 
@@ -111,6 +119,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     simulate.add_argument("--force", action="store_true",
                           help="replace an existing, different problem.yaml")
     handlers["simulate"] = _simulate
+
+    demo = commands.add_parser(
+        "demo", help="run the whole asset graph end to end on a built-in synthetic experiment",
+        description="Land synthetic batches, start the Dagster daemon, let the sensors and "
+        "automation run the pipeline, and print what happened. Idempotent.",
+    )
+    demo.add_argument("--timeout", type=float, default=900.0,
+                      help="seconds to wait for each stage (default 900)")
+    handlers["demo"] = _demo
 
     serve = commands.add_parser(
         "serve", help="serve the champions' bento on a stable port, rolling out new ones blue/green",

@@ -46,3 +46,16 @@ def test_init_creates_the_instance_idempotently(platform_paths) -> None:
     assert (platform_paths.dagster_home / "dagster.yaml").read_text().startswith("# Dagster")
     with dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
         assert instance.run_coordinator is not None
+
+
+def test_dagster_cli_validates_the_code_location(platform_paths) -> None:
+    from pathlib import Path
+
+    from heat_platform.instance import PROJECT_ROOT
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
+         "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "All code locations passed validation" in done.stderr + done.stdout
