@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # Runs the whole test suite (CI calls this through .ci/run).
 test: $(STAMP)
-	$(BIN)/ruff check heat_platform heat_platform_tests bench bentos
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # The Dagster UI (webserver + daemon) on the same instance the demo used.
@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/drift.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check heat_platform heat_platform_tests bench bentos
+	$(BIN)/ruff check .
 
 format: $(STAMP)
 	$(BIN)/ruff format heat_platform heat_platform_tests bench bentos

@@ -1,0 +1,104 @@
+"""The serving artifact: one self-contained TorchScript file per trained PINN.
+
+The file holds the traced network with its input and output scaling and the boundary
+diffusivity baked in, so ``torch.jit.load`` alone (no DeepXDE, no heat_platform) gives a module
+that works in PHYSICAL units::
+
+    module = torch.jit.load("model.pt")
+    ua = module(points)                  # points [N, 3] (x, y, t) -> [N, 2] (u, a)
+    a = module.diffusivity(xy)           # xy [N, 2] -> [N]
+    inside = module.in_domain(points)    # [N] bool: within the training domain (edges included)
+    module.domain_bounds                 # [3, 2] buffer: rows x, y, t; columns lo, hi
+
+Inputs of any floating dtype are cast to the model's own. Gradients flow through the module,
+so :func:`heat_platform.pinn.physics.pde_residual` scores an exported model like a live one.
+The file also carries ``metadata.json`` (spec name, domain, scaling, config, versions), read
+with :func:`read_metadata` without loading the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METADATA = "metadata.json"
+FORMAT = "heat-platform-pinn/1"
+
+
+class ServingModule(torch.nn.Module):
+    """What gets traced: the network plus input casting and the domain bounds."""
+
+    def __init__(self, net: torch.nn.Module, bounds: dict[str, tuple[float, float]]):
+        super().__init__()
+        self.net = net
+        dtype = next(net.parameters()).dtype
+        self.register_buffer(
+            "domain_bounds", torch.tensor([bounds["x"], bounds["y"], bounds["t"]], dtype=dtype)
+        )
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.net(points.to(self.domain_bounds.dtype))
+
+    def diffusivity(self, xy: torch.Tensor) -> torch.Tensor:
+        return self.net.diffusivity(xy.to(self.domain_bounds.dtype))
+
+    def in_domain(self, points: torch.Tensor) -> torch.Tensor:
+        points = points.to(self.domain_bounds.dtype)
+        inside = (points >= self.domain_bounds[:, 0]) & (points <= self.domain_bounds[:, 1])
+        return inside.all(dim=1)
+
+
+def export_pinn(trained, path: str | Path) -> Path:
+    """Trace ``trained`` (a :class:`~heat_platform.pinn.pinn.TrainedPINN`) to ``path``."""
+    path = Path(path)
+    net = copy.deepcopy(trained.net).to("cpu").eval()
+    net.requires_grad_(False)  # gradients w.r.t. the inputs still flow
+    module = ServingModule(net, trained.bounds)
+    dtype = module.domain_bounds.dtype
+    # Two rows at least, inside the domain: tracing records the operations, not the sizes.
+    lo, hi = module.domain_bounds[:, 0], module.domain_bounds[:, 1]
+    points = lo + (hi - lo) * torch.tensor([[0.25, 0.5, 0.75], [0.6, 0.3, 0.1]], dtype=dtype)
+    with warnings.catch_warnings():
+        # The spec's formulas make scalar constants and fixed branches; both are meant to be
+        # frozen into the trace.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace_module(
+            module,
+            {"forward": points, "diffusivity": points[:, :2].contiguous(), "in_domain": points},
+        )
+    metadata = {
+        "format": FORMAT,
+        "spec_name": trained.spec_name,
+        "domain": {name: list(bounds) for name, bounds in trained.bounds.items()},
+        "scaling": trained.scaling.to_dict(),
+        "config": dataclasses.asdict(trained.config),
+        "dtype": str(dtype).removeprefix("torch."),
+        "fingerprint": trained.fingerprint,
+        "iterations": trained.iterations,
+        "torch_version": torch.__version__,
+        "inputs": "forward(points[N, 3] = x, y, t) -> [N, 2] = u, a; diffusivity(xy[N, 2]) -> [N]",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.jit.save(traced, str(partial), _extra_files={METADATA: json.dumps(metadata)})
+    os.replace(partial, path)
+    return path
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu"):
+    """The exported module (a ``torch.jit.ScriptModule``), in eval mode."""
+    return torch.jit.load(str(path), map_location=map_location).eval()
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The artifact's ``metadata.json``."""
+    files = {METADATA: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    return json.loads(files[METADATA])

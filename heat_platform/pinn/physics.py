@@ -1,0 +1,87 @@
+"""The heat equation's residual in divergence form, for any differentiable model.
+
+    r(x, y, t) = u_t - d/dx(a u_x) - d/dy(a u_y) - f(x, y, t)
+
+A *model* here is any torch callable that maps a tensor of PHYSICAL points ``[N, 3]``
+(columns x, y, t) to ``[N, 2]`` (columns u, a) in physical units: the live PINN, an exported
+TorchScript artifact loaded with ``torch.jit.load``, or an analytic module in a test. The same
+:func:`heat_residual` is the PDE term of the PINN's loss, so training and scoring can never
+disagree about the equation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def heat_residual(
+    u: torch.Tensor,
+    a: torch.Tensor,
+    points: torch.Tensor,
+    f: torch.Tensor,
+    *,
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """r = u_t - (a u_x)_x - (a u_y)_y - f by automatic differentiation.
+
+    ``u`` and ``a`` (shape ``[N]``) must have been computed from ``points`` (``[N, 3]``, x, y, t,
+    with ``requires_grad``). With ``create_graph`` (training) the residual can itself be
+    differentiated; without it (scoring) the graph is freed as soon as possible.
+    """
+    grad_u = _grad(u, points, create_graph=True)  # the fluxes are differentiated again
+    div_x = _grad(a * grad_u[:, 0], points, create_graph, retain_graph=True)[:, 0]
+    div_y = _grad(a * grad_u[:, 1], points, create_graph)[:, 1]
+    return grad_u[:, 2] - div_x - div_y - f
+
+
+def pde_residual(model: Model, spec, x, y, t, *, batch_size: int = 4096) -> np.ndarray:
+    """The residual of ``model`` for ``spec``'s source at the points (x, y, t), in physical units.
+
+    Evaluated in batches of ``batch_size`` points to bound memory, in the model's own dtype
+    and on its device. Returns a float64 array shaped like the broadcast inputs.
+    """
+    x, y, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, t)))
+    shape = x.shape
+    points = np.stack([x.ravel(), y.ravel(), t.ravel()], axis=1)
+    dtype, device = _dtype_and_device(model)
+    out = np.empty(len(points))
+    for start in range(0, len(points), batch_size):
+        chunk = torch.as_tensor(points[start : start + batch_size], dtype=dtype, device=device)
+        chunk.requires_grad_(True)
+        ua = model(chunk)
+        f = spec.source(x=chunk[:, 0], y=chunk[:, 1], t=chunk[:, 2])
+        r = heat_residual(ua[:, 0], ua[:, 1], chunk, f, create_graph=False)
+        out[start : start + len(chunk)] = r.detach().cpu().double().numpy()
+    return out.reshape(shape)
+
+
+def _grad(
+    values: torch.Tensor, points: torch.Tensor, create_graph: bool, retain_graph: bool | None = None
+) -> torch.Tensor:
+    """d(values_i)/d(points_i) row by row; zeros where ``values`` do not depend on the points
+    (a constant diffusivity, a steady temperature)."""
+    if not values.requires_grad:
+        return torch.zeros_like(points)
+    return torch.autograd.grad(
+        values,
+        points,
+        torch.ones_like(values),
+        create_graph=create_graph,
+        retain_graph=retain_graph,
+        materialize_grads=True,
+    )[0]
+
+
+def _dtype_and_device(model) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first parameter or buffer (torch's defaults for a
+    plain function)."""
+    for tensors in ("parameters", "buffers"):
+        for tensor in getattr(model, tensors, lambda: ())():
+            if tensor.is_floating_point():
+                return tensor.dtype, tensor.device
+    return torch.get_default_dtype(), torch.device("cpu")

@@ -1,0 +1,235 @@
+"""Training the PINN on tiny problems: it learns, it is reproducible, it resumes, it stops
+when it diverges. Tiny networks and one thread keep each test to a few seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from heat_platform.pinn.pinn import (
+    Observations,
+    PINNConfig,
+    TrainingDiverged,
+    train_pinn,
+)
+from heat_platform.pinn.scaling import Scaling
+from heat_platform.pinn.spec import parse_spec
+
+A_TRUE = 1.5
+
+# Manufactured solution with a constant diffusivity 1.5 on [0, 1]^2 x [0, 1]:
+# u = exp(-t) sin(pi x) sin(pi y) gives u_t - 1.5 lap(u) = (3 pi^2 - 1) u.
+CONSTANT_A = {
+    "name": "constant-a",
+    "domain": {"x": [0, 1], "y": [0, 1], "t": [0, 1]},
+    "source": "(3*pi^2 - 1) * exp(-t) * sin(pi*x) * sin(pi*y)",
+    "diffusivity_truth": "1.5",
+    "temperature_truth": "exp(-t) * sin(pi*x) * sin(pi*y)",
+    "diffusivity_range": [0.1, 10],
+}
+
+TINY = PINNConfig(
+    hidden_u=16,
+    depth_u=2,
+    hidden_a=8,
+    depth_a=1,
+    adam_iterations=40,
+    adam_lr=3e-3,
+    lbfgs_iterations=30,
+    n_domain=150,
+    resample_every=20,
+    checkpoint_every=20,
+    log_every=10,
+    threads=1,
+    device="cpu",
+)
+
+
+def observations(spec, n: int, seed: int, sigma: float | None = 0.01) -> Observations:
+    rng = np.random.default_rng(seed)
+    x, y, t = rng.uniform(0, 1, (3, n))
+    u = spec.temperature_truth(x=x, y=y, t=t)
+    if sigma is not None:
+        u = u + sigma * rng.standard_normal(n)
+    return Observations(x=x, y=y, t=t, u=u, sigma=sigma)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    spec = parse_spec(CONSTANT_A)
+    train = observations(spec, 300, seed=0)
+    return spec, train, Scaling.fit(spec.domain.bounds(), train.u)
+
+
+def without_wall_time(history):
+    return [{k: v for k, v in entry.items() if k != "wall_time_s"} for entry in history]
+
+
+def test_training_lowers_the_loss_and_recovers_a_constant_diffusivity(problem):
+    spec, train, scaling = problem
+    config = dataclasses.replace(
+        TINY,
+        adam_iterations=100,
+        lbfgs_iterations=100,
+        n_domain=200,
+        resample_every=50,
+        log_every=20,
+    )
+    validation = observations(spec, 200, seed=1, sigma=None)
+    trained = train_pinn(spec, train, scaling, config, validation=validation)
+
+    first, last = trained.history[0], trained.history[-1]
+    assert last["loss"] < 0.05 * first["loss"]
+    assert last["val_rmse"] < 0.5 * first["val_rmse"]
+    assert trained.iterations == last["step"] and last["phase"] == 1.0
+    x, y = np.meshgrid(np.linspace(0.1, 0.9, 9), np.linspace(0.1, 0.9, 9))
+    a = trained.diffusivity(x, y)
+    assert np.all(a > 0)
+    assert np.sqrt(np.mean((a - A_TRUE) ** 2)) < 0.1 * A_TRUE
+    u, a_again = trained.predict(x, y, 0.5)
+    np.testing.assert_allclose(a_again, a, rtol=1e-6)
+    u_true = spec.temperature_truth(x=x, y=y, t=0.5)
+    assert np.sqrt(np.mean((u - u_true) ** 2)) < 0.05
+
+
+def test_same_seed_same_history_other_seed_other_history(problem):
+    spec, train, scaling = problem
+    one = train_pinn(spec, train, scaling, TINY)
+    two = train_pinn(spec, train, scaling, TINY)
+    assert without_wall_time(one.history) == without_wall_time(two.history)
+    np.testing.assert_array_equal(one.predict(0.3, 0.6, 0.2)[1], two.predict(0.3, 0.6, 0.2)[1])
+    three = train_pinn(spec, train, scaling, dataclasses.replace(TINY, seed=1))
+    assert without_wall_time(three.history) != without_wall_time(one.history)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [30, 60], ids=["during-adam", "during-lbfgs"])
+def test_an_interrupted_training_resumes_from_its_checkpoint(problem, tmp_path, stop_at):
+    spec, train, scaling = problem
+    uninterrupted = train_pinn(spec, train, scaling, TINY)
+
+    def crash(step, metrics):
+        if step >= stop_at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_pinn(spec, train, scaling, TINY, log=crash, checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("pinn-*.pt"))) == 1
+
+    logged = []
+    resumed = train_pinn(
+        spec,
+        train,
+        scaling,
+        TINY,
+        checkpoint_dir=tmp_path,
+        log=lambda step, metrics: logged.append(step),
+    )
+    # it continued from the checkpoint (L-BFGS steps may carry it a little past stop_at)
+    assert 0 < resumed.resumed_from_step < uninterrupted.iterations
+    assert logged[0] > resumed.resumed_from_step and uninterrupted.resumed_from_step == 0
+    assert resumed.iterations == uninterrupted.iterations
+    assert without_wall_time(resumed.history) == without_wall_time(uninterrupted.history)
+    points = (np.linspace(0, 1, 7), np.linspace(1, 0, 7), 0.4)
+    np.testing.assert_array_equal(resumed.predict(*points)[0], uninterrupted.predict(*points)[0])
+
+    logged.clear()  # a finished run is not trained again
+    again = train_pinn(
+        spec,
+        train,
+        scaling,
+        TINY,
+        checkpoint_dir=tmp_path,
+        log=lambda step, metrics: logged.append(step),
+    )
+    assert logged == [] and again.history == resumed.history
+
+
+def test_a_checkpoint_never_resumes_a_different_training(problem, tmp_path):
+    spec, train, scaling = problem
+    short = dataclasses.replace(TINY, lbfgs_iterations=0)
+    train_pinn(spec, train, scaling, short, checkpoint_dir=tmp_path)
+    logged = []
+    other = dataclasses.replace(short, weight_pde=2.0)
+    train_pinn(
+        spec,
+        train,
+        scaling,
+        other,
+        checkpoint_dir=tmp_path,
+        log=lambda step, metrics: logged.append(step),
+    )
+    assert logged[0] == TINY.log_every  # from scratch
+    more_data = observations(spec, 301, seed=0)
+    logged.clear()
+    train_pinn(
+        spec,
+        more_data,
+        scaling,
+        short,
+        checkpoint_dir=tmp_path,
+        log=lambda step, metrics: logged.append(step),
+    )
+    assert logged[0] == TINY.log_every
+    assert len(list(tmp_path.glob("pinn-*.pt"))) == 3
+
+
+def test_a_diverging_training_stops_early_with_its_loss_terms(problem):
+    spec, train, scaling = problem
+    config = dataclasses.replace(TINY, adam_lr=1e12, adam_iterations=500)
+    with pytest.raises(TrainingDiverged, match="loss_pde") as caught:
+        train_pinn(spec, train, scaling, config)
+    assert caught.value.step < 500
+
+
+def test_hard_boundary_diffusivity_float64_and_global_state(problem):
+    _, train, scaling = problem
+    with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1 + x*y"})
+    config = dataclasses.replace(TINY, dtype="float64", adam_iterations=20, lbfgs_iterations=0)
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    trained = train_pinn(with_boundary, train, scaling, config)
+    assert torch.get_default_dtype() == dtype and torch.get_num_threads() == threads
+    assert next(trained.net.parameters()).dtype == torch.float64
+    s = np.linspace(0, 1, 11)
+    edges_x = np.concatenate([s, s, np.zeros(11), np.ones(11)])
+    edges_y = np.concatenate([np.zeros(11), np.ones(11), s, s])
+    np.testing.assert_allclose(
+        trained.diffusivity(edges_x, edges_y), 1 + edges_x * edges_y, rtol=1e-12
+    )
+
+
+def test_soft_boundary_diffusivity_adds_a_loss_term(problem):
+    _, train, scaling = problem
+    with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1.5"})
+    config = dataclasses.replace(TINY, hard_boundary_a=False, lbfgs_iterations=0)
+    trained = train_pinn(with_boundary, train, scaling, config)
+    assert "loss_boundary_a" in trained.history[-1]
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="n_domain"):
+        train_pinn(None, None, None, dataclasses.replace(TINY, n_domain=0))
+    with pytest.raises(ValueError, match="dtype"):
+        PINNConfig(dtype="float16").check()
+    with pytest.raises(ValueError, match="length"):
+        Observations(x=[0, 1], y=[0], t=[0], u=[0])
+    with pytest.raises(ValueError, match="sigma"):
+        Observations(x=[0], y=[0], t=[0], u=[0], sigma=0)
+    for profile in (PINNConfig.fast(), PINNConfig.accurate()):
+        assert profile.check() is profile
+
+
+def test_importing_the_module_does_not_import_deepxde():
+    code = (
+        "import sys, heat_platform.pinn.pinn, heat_platform.pinn.heatinv; "
+        "sys.exit('deepxde' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
