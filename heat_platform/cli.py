@@ -67,6 +67,56 @@ def _demo(args: argparse.Namespace, paths: PlatformPaths) -> int:
     return run_demo(paths, timeout_s=args.timeout)
 
 
+def _champion_job(job_name: str, action: str, experiment: str, version: str | None,
+                  actor: str, paths: PlatformPaths) -> int:
+    """Run the approve/rollback job in this process against the platform's instance."""
+    from heat_platform.instance import prepare_instance
+
+    prepare_instance(paths)
+    import dagster as dg
+
+    from heat_platform.assets.gate import champion_run_config
+    from heat_platform.definitions import build_definitions
+
+    with dg.DagsterInstance.get() as instance:
+        if experiment not in instance.get_dynamic_partitions("experiments"):
+            print(f"error: unknown experiment {experiment!r}", file=sys.stderr)
+            return 2
+        result = build_definitions(paths).resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=experiment, raise_on_error=False,
+            run_config=champion_run_config(action, version, actor),
+            tags={"heat_platform/trigger": f"cli:{action}", "heat_platform/actor": actor})
+    if result.success:
+        champion = result.output_for_node("champion_model")
+        print(f"{action}: {experiment} champion is now {champion.model_name} v{champion.version} "
+              f"(run {result.run_id})")
+        return 0
+    for event in result.get_step_failure_events():
+        failure = event.step_failure_data
+        reason = failure.user_failure_data.description if failure.user_failure_data else None
+        print(f"error: {reason or failure.error.message}", file=sys.stderr)
+    return 1
+
+
+def _approve(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    return _champion_job("approve_model", "approve", args.experiment, args.version, args.actor, paths)
+
+
+def _rollback(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    return _champion_job("rollback_model", "rollback", args.experiment, args.to_version,
+                         args.actor, paths)
+
+
+def _audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.data.catalog import Catalog
+
+    for entry in reversed(Catalog(paths.catalog_url).audit_trail(args.experiment, args.limit)):
+        print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.experiment:16s} {entry.action:9s} "
+              f"{entry.actor:10s} v{entry.from_version or '-'} -> v{entry.to_version or '-'}  "
+              f"{'; '.join(entry.reasons)}")
+    return 0
+
+
 def _serve(args: argparse.Namespace, paths: PlatformPaths) -> int:
     from heat_platform.serving.rollout import serve
 
@@ -129,6 +179,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                       help="seconds to wait for each stage (default 900)")
     handlers["demo"] = _demo
 
+    approve = commands.add_parser(
+        "approve", help="complete a promotion the gate left pending (approval mode)",
+        description="Promote a version the gate marked pending_approval, audit-log it and "
+        "redeploy (runs the approve_model Dagster job).")
+    approve.add_argument("--experiment", required=True)
+    approve.add_argument("--version", required=True, help="MLflow model version to approve")
+    approve.add_argument("--actor", default=_user(), help="who approves (default: $USER)")
+    handlers["approve"] = _approve
+
+    rollback = commands.add_parser(
+        "rollback", help="move the champion back to the previous (or a given) version",
+        description="Move the 'champion' alias back, audit-log it and redeploy (runs the "
+        "rollback_model Dagster job). Versions that do not exist or were rejected are refused.")
+    rollback.add_argument("--experiment", required=True)
+    rollback.add_argument("--to-version", help="version to return to (default: 'previous')")
+    rollback.add_argument("--actor", default=_user(), help="who rolls back (default: $USER)")
+    handlers["rollback"] = _rollback
+
+    audit = commands.add_parser("audit", help="print the audit log of model decisions",
+                                description="Every promote, reject, pending, approve, rollback "
+                                "and deploy decision, oldest first.")
+    audit.add_argument("--experiment")
+    audit.add_argument("--limit", type=int, default=100)
+    handlers["audit"] = _audit
+
     serve = commands.add_parser(
         "serve", help="serve the champions' bento on a stable port, rolling out new ones blue/green",
         description="Run a loopback proxy on --port in front of `bentoml serve`. Whenever the "
@@ -147,6 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = PlatformPaths(_resolve_home(args.home)) if args.home else PlatformPaths.from_env()
     return handlers[args.command](args, paths)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _resolve_home(home: str) -> Path:

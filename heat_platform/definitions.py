@@ -4,25 +4,33 @@ import os
 
 import dagster as dg
 
-from heat_platform.assets import features, measurements, validation
+from heat_platform.assets import features, gate, measurements, training, validation
+from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
 
 AUTOMATION_INTERVAL_S = int(os.environ.get("HEAT_PLATFORM_AUTOMATION_INTERVAL", "15"))
 
-stages = [measurements, validation, features]
+stages = [measurements, validation, features, training, gate]
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(stages),
-    asset_checks=dg.load_asset_checks_from_modules(stages),
-    jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job],
-    sensors=[
-        measurements.landing_zone_sensor,
-        dg.AutomationConditionSensorDefinition(
-            "automation", target=dg.AssetSelection.all(),
-            minimum_interval_seconds=AUTOMATION_INTERVAL_S,
-            default_status=dg.DefaultSensorStatus.RUNNING,
-        ),
-    ],
-    resources=build_resources(),
-    executor=build_executor(),
-)
+
+def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
+    """The code location on ``paths`` (default: the platform home of the environment)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(stages),
+        asset_checks=dg.load_asset_checks_from_modules(stages),
+        jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
+              gate.rollback_job],
+        sensors=[
+            measurements.landing_zone_sensor,
+            dg.AutomationConditionSensorDefinition(
+                "automation", target=dg.AssetSelection.all(),
+                minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
+        ],
+        resources=build_resources(paths),
+        executor=build_executor(),
+    )
+
+
+defs = build_definitions()

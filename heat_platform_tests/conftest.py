@@ -45,10 +45,28 @@ def storage(platform_paths: PlatformPaths):
     return PlatformStorage(home=str(platform_paths.home))
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, created once per session: creating its tables and running
+    its migrations takes MLflow over ten seconds, copying the file takes milliseconds."""
+    from heat_platform.resources.mlflow import MlflowTracking
+
+    directory = tmp_path_factory.mktemp("mlflow-template")
+    database = directory / "mlflow.db"
+    MlflowTracking(tracking_uri=f"sqlite:///{database}",
+                   artifact_root=str(directory / "artifacts")).client().search_experiments()
+    return database
+
+
 @pytest.fixture
-def resources(platform_paths: PlatformPaths) -> dict:
+def resources(platform_paths: PlatformPaths, mlflow_template: Path) -> dict:
+    """The platform's resources on the test's home, with a real (SQLite) MLflow store."""
+    import shutil
+
     from heat_platform.resources import build_resources
 
+    platform_paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mlflow_template, platform_paths.mlflow_dir / "mlflow.db")
     return build_resources(platform_paths)
 
 
@@ -98,6 +116,20 @@ class SensorDriver:
 @pytest.fixture
 def sensor(dagster_instance, resources) -> SensorDriver:
     return SensorDriver(dagster_instance, resources)
+
+
+def materialize(instance, resources: dict, selection: list[str], partition: str,
+                run_config: dict | None = None, tags: dict | None = None, raise_on_error=True):
+    """Materialize ``selection`` of the code location's assets (with their checks) for one
+    partition, in process, reading upstream assets from their stored outputs."""
+    import dagster as dg
+
+    from heat_platform.definitions import defs
+
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
+        partition_key=partition, resources=resources, run_config=run_config, tags=tags,
+        raise_on_error=raise_on_error)
 
 
 def latest_materialization(instance, asset: str, partition: str | None = None):

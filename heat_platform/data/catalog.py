@@ -93,6 +93,57 @@ regimes = sa.Table(
     sa.Index("ix_regimes_experiment", "experiment", "id"),
 )
 
+# Every model decision (promote, reject, pending, approve, rollback, deploy), append-only: the
+# database itself refuses UPDATE and DELETE on it (triggers on SQLite, a rule on Postgres).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("experiment", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),
+    sa.Column("reasons", sa.Text),  # JSON list of strings
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Index("ix_audit_log_experiment", "experiment", "id"),
+)
+AUDIT_ACTIONS = ("promote", "reject", "pending", "approve", "rollback", "deploy")
+
+for _statement in ("UPDATE", "DELETE"):
+    sa.event.listen(audit_log, "after_create", sa.DDL(
+        f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{_statement.lower()} BEFORE {_statement} "
+        "ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+    ).execute_if(dialect="sqlite"))
+    sa.event.listen(audit_log, "after_create", sa.DDL(
+        f"CREATE RULE audit_log_no_{_statement.lower()} AS ON {_statement} TO audit_log "
+        "DO INSTEAD NOTHING").execute_if(dialect="postgresql"))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: dt.datetime
+    experiment: str
+    action: str
+    actor: str
+    model_name: str | None
+    from_version: str | None
+    to_version: str | None
+    reasons: list[str]
+    dagster_run_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
+        import json
+
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["at"] = _utc(values["at"])
+        values["reasons"] = json.loads(values["reasons"] or "[]")
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class SpecVersion:
@@ -429,6 +480,31 @@ class Catalog:
                 sa.select(regimes.c.since_seq).where(regimes.c.experiment == experiment)
                 .order_by(regimes.c.id.desc()).limit(1)
             ).scalar()
+
+    def audit(self, experiment: str, action: str, *, actor: str, reasons: list[str],
+              model_name: str | None = None, from_version: str | None = None,
+              to_version: str | None = None, dagster_run_id: str | None = None) -> AuditEntry:
+        """Append one decision to the audit log."""
+        import json
+
+        if action not in AUDIT_ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}; one of {AUDIT_ACTIONS}")
+        with self._transaction() as db:
+            inserted = db.execute(audit_log.insert().values(
+                at=_now(), experiment=experiment, action=action, actor=actor,
+                model_name=model_name, from_version=from_version, to_version=to_version,
+                reasons=json.dumps(list(reasons)), dagster_run_id=dagster_run_id))
+            row = db.execute(sa.select(audit_log).where(
+                audit_log.c.id == inserted.inserted_primary_key[0])).mappings().one()
+        return AuditEntry.from_row(row)
+
+    def audit_trail(self, experiment: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest entries first."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if experiment is not None:
+            query = query.where(audit_log.c.experiment == experiment)
+        with self.engine.connect() as db:
+            return [AuditEntry.from_row(r) for r in db.execute(query).mappings().all()]
 
     def experiments(self) -> list[str]:
         with self.engine.connect() as db:

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from heat_platform.paths import PlatformPaths
+from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 
 
@@ -20,6 +21,8 @@ def build_resources(paths: PlatformPaths | None = None) -> dict[str, Any]:
     paths = paths or PlatformPaths.from_env()
     return {
         "storage": PlatformStorage(home=str(paths.home)),
+        "mlflow": MlflowTracking(tracking_uri=paths.mlflow_tracking_uri,
+                                 artifact_root=str(paths.mlflow_artifacts)),
         # Small values passed between assets (references to stored data and models) live with
         # the platform's data, so every run worker (local process or Kubernetes pod) sees them.
         "io_manager": dg.FilesystemIOManager(base_dir=str(paths.store / "dagster_io")),

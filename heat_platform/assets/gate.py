@@ -1,0 +1,242 @@
+"""Stage 5, the gate: only physically consistent models that beat the champion reach users.
+
+``classical_inversion`` solves the same inverse problem classically (the honest baseline);
+``gate_report`` scores the PINN candidate, the current champion and the classical inversion
+side by side on the held-out sensors and a fresh collocation set and decides; a blocking check
+stops anything downstream unless the candidate is promoted. ``champion_model`` is the only
+place the ``champion`` alias moves: after the gate, after an approval (``heat-platform
+approve``) or on a rollback (``heat-platform rollback``), each decision audit-logged.
+"""
+
+import os
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from heat_platform.assets.partitions import experiments
+from heat_platform.data.ingest import StoredTrainingSet, current_spec
+from heat_platform.models.candidates import Champion, ModelCandidate
+from heat_platform.models.figures import markdown_image
+from heat_platform.models.gate import GateDecision, Thresholds
+from heat_platform.resources.mlflow import MlflowTracking
+from heat_platform.resources.storage import PlatformStorage
+
+PROMOTED = "candidate_promoted"
+
+
+def _experiment_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description,
+                                 partitions_def=experiments)
+
+
+class ClassicalConfig(dg.Config):
+    penalty: Literal["laplacian", "gradient"] = Field(
+        default="laplacian", description="Tikhonov seminorm of a (its weight: discrepancy principle).")
+    grid: int = Field(default=31, description="Finite-volume cells per side.")
+    n_steps: int = Field(default=50, description="Crank-Nicolson time steps.")
+
+
+@dg.asset(
+    partitions_def=experiments,
+    group_name="gate",
+    kinds={"scipy", "mlflow"},
+    owners=["team:heat-platform"],
+    code_version="1",
+    automation_condition=dg.AutomationCondition.on_missing(),
+)
+def classical_inversion(context: dg.AssetExecutionContext, config: ClassicalConfig,
+                        training_set: StoredTrainingSet, storage: PlatformStorage,
+                        mlflow: MlflowTracking) -> dg.Output[ModelCandidate]:
+    """a(x, y) by finite volumes + exact adjoint + Tikhonov + L-BFGS-B, on the same training set."""
+    from heat_platform.models.classical import fit_classical
+
+    _, spec = current_spec(storage.catalog(), training_set.experiment)
+    outcome = fit_classical(mlflow, training_set, spec, penalty=config.penalty, nx=config.grid,
+                            ny=config.grid, n_steps=config.n_steps,
+                            models_dir=storage.paths.store / "models",
+                            dagster_run_id=context.run.run_id)
+    scores = outcome.scores
+    return dg.Output(outcome.candidate, metadata={
+        "mlflow run": dg.MetadataValue.url(outcome.run_url),
+        "validation RMSE": scores.validation_rmse,
+        "RMSE / noise": scores.rmse_to_noise,
+        "Tikhonov weight": outcome.weight,
+        "chi2 per observation": outcome.chi2_per_observation,
+        **({"relL2(a) vs truth": scores.rel_l2_a} if scores.rel_l2_a is not None else {}),
+        "seconds": round(outcome.wall_time_s, 2),
+        "a(x, y)": dg.MetadataValue.md(markdown_image(outcome.png, "classical a(x, y)")),
+    })
+
+
+class GateConfig(dg.Config):
+    """Thresholds (defaults documented in heat_platform.models.gate.Thresholds)."""
+
+    max_rmse_to_noise: float = Field(default=Thresholds.max_rmse_to_noise,
+                                     description="Validation RMSE at most this many noise levels.")
+    max_residual_relative: float = Field(default=Thresholds.max_residual_relative,
+                                         description="RMS PDE residual / RMS source, at most.")
+    max_boundary_violation: float = Field(default=Thresholds.max_boundary_violation,
+                                          description="Relative deviation from the boundary a.")
+    min_improvement: float = Field(default=Thresholds.min_improvement,
+                                   description="Relative RMSE gain needed to replace a champion.")
+    physics_tolerance: float = Field(default=Thresholds.physics_tolerance,
+                                     description="Allowed relative growth of the residual vs champion.")
+    require_approval: bool = Field(
+        default=os.environ.get("HEAT_PLATFORM_REQUIRE_APPROVAL", "0").lower() in ("1", "true"),
+        description="Promotions wait for `heat-platform approve` (default: "
+        "$HEAT_PLATFORM_REQUIRE_APPROVAL).")
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(**{k: getattr(self, k) for k in (
+            "max_rmse_to_noise", "max_residual_relative", "max_boundary_violation",
+            "min_improvement", "physics_tolerance", "require_approval")})
+
+
+@dg.asset(
+    partitions_def=experiments,
+    group_name="gate",
+    kinds={"mlflow"},
+    owners=["team:heat-platform"],
+    code_version="1",
+    check_specs=[_experiment_check(PROMOTED, "gate_report",
+                                   "The candidate was promoted (not rejected, not pending).")],
+    # judge each new candidate once; new data alone does not re-judge the same model
+    automation_condition=dg.AutomationCondition.eager().ignore(
+        dg.AssetSelection.assets("training_set")),
+)
+def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_model: ModelCandidate,
+                classical_inversion: ModelCandidate, training_set: StoredTrainingSet,
+                storage: PlatformStorage, mlflow: MlflowTracking):
+    """The candidate, the champion and the classical inversion side by side, and the decision."""
+    import tempfile
+    from pathlib import Path
+
+    from heat_platform.models.gate import review
+    from heat_platform.models.registry import ModelRegistry
+    from heat_platform.models.tracking import log_bytes
+
+    experiment = pinn_model.experiment
+    _, spec = current_spec(storage.catalog(), experiment)
+    registry = ModelRegistry(mlflow, storage.catalog())
+    with tempfile.TemporaryDirectory() as workdir:
+        result = review(registry, pinn_model, classical_inversion, training_set, spec,
+                        config.thresholds(), workdir=Path(workdir))
+    decision = result.decision
+    actor, run_id = "gate", context.run.run_id
+    if decision.decision == "reject":
+        registry.reject(experiment, decision.candidate_version, actor=actor,
+                        reasons=decision.reasons, dagster_run_id=run_id)
+    elif decision.decision == "pending":
+        registry.mark_pending(experiment, decision.candidate_version, actor=actor,
+                              reasons=decision.reasons, dagster_run_id=run_id)
+    client = mlflow.client()
+    client.log_text(pinn_model.run_id, result.report, "gate/report.md")
+    log_bytes(mlflow.mlflow(), result.figure_png, "gate/diffusivity.png", run_id=pinn_model.run_id)
+    client.log_dict(pinn_model.run_id, {"decision": decision.decision, "reasons": decision.reasons,
+                                        "scores": decision.scores}, "gate/decision.json")
+    client.set_tag(pinn_model.run_id, "heat_platform.gate", decision.decision)
+    context.log.info(f"gate: {decision.decision} v{decision.candidate_version}: "
+                     + "; ".join(decision.reasons))
+    yield dg.Output(decision, metadata={
+        "decision": decision.decision,
+        "candidate": f"{pinn_model.model_name} v{decision.candidate_version}",
+        "champion": f"v{decision.champion_version}" if decision.champion_version else "none",
+        "report": dg.MetadataValue.md(result.report),
+        "mlflow run": dg.MetadataValue.url(mlflow.run_url(pinn_model.mlflow_experiment_id,
+                                                          pinn_model.run_id)),
+    })
+    yield dg.AssetCheckResult(check_name=PROMOTED, passed=decision.promoted,
+                              description="; ".join(decision.reasons),
+                              metadata={"decision": decision.decision})
+
+
+class ChampionConfig(dg.Config):
+    action: Literal["follow_gate", "approve", "rollback"] = Field(
+        default="follow_gate", description="follow_gate: promote what the gate promoted; approve: "
+        "promote a pending version; rollback: return to `version` or to the previous champion.")
+    version: str | None = Field(default=None, description="Model version to approve or roll back to.")
+    actor: str = Field(default="dagster", description="Who asked (for the audit log).")
+
+
+@dg.asset(
+    partitions_def=experiments,
+    group_name="gate",
+    kinds={"mlflow"},
+    owners=["team:heat-platform"],
+    code_version="1",
+    automation_condition=dg.AutomationCondition.eager()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+)
+def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig,
+                   gate_report: GateDecision, storage: PlatformStorage,
+                   mlflow: MlflowTracking) -> dg.Output[Champion]:
+    """The experiment's serving model version (MLflow alias ``champion``) and its lineage."""
+    from heat_platform.models.registry import ModelRegistry, RegistryError
+
+    experiment = context.partition_key
+    registry = ModelRegistry(mlflow, storage.catalog())
+    run_id = context.run.run_id
+    try:
+        if config.action == "follow_gate":
+            if not gate_report.promoted:
+                raise RegistryError(f"the gate did not promote v{gate_report.candidate_version} "
+                                    f"({gate_report.decision}: {'; '.join(gate_report.reasons)})")
+            entry = registry.promote(experiment, gate_report.candidate_version, actor="gate",
+                                     reasons=gate_report.reasons, dagster_run_id=run_id)
+        elif config.action == "approve":
+            entry = registry.approve(experiment, config.version or gate_report.candidate_version,
+                                     actor=config.actor, dagster_run_id=run_id)
+        else:
+            entry = registry.rollback(experiment, config.version, actor=config.actor,
+                                      dagster_run_id=run_id)
+    except RegistryError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    champion = registry.champion(experiment)
+    artifact = registry.download(champion, storage.paths.store / "models" / experiment /
+                                 f"champion-v{champion.version}")
+    _, spec = current_spec(storage.catalog(), experiment)
+    result = Champion(experiment=experiment, model_name=champion.model_name,
+                      version=champion.version, run_id=champion.run_id,
+                      data_version=champion.data_version,
+                      training_dagster_run_id=champion.tags.get("dagster_run_id", ""),
+                      artifact=artifact,
+                      domain={k: list(v) for k, v in spec.domain.bounds().items()})
+    return dg.Output(result, metadata={
+        "champion": f"{champion.model_name} v{champion.version}",
+        "action": entry.action,
+        "actor": entry.actor,
+        "from version": entry.from_version or "none",
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in entry.reasons)),
+        "data_version": champion.data_version,
+        "audit log": dg.MetadataValue.md(_audit_table(storage, experiment)),
+    }, data_version=dg.DataVersion(f"{champion.model_name}:{champion.version}"))
+
+
+def _audit_table(storage: PlatformStorage, experiment: str) -> str:
+    rows = storage.catalog().audit_trail(experiment, limit=20)
+    lines = ["| time (UTC) | action | actor | from | to | reasons |", "|---|---|---|---|---|---|"]
+    lines += [f"| {e.at:%Y-%m-%d %H:%M:%S} | {e.action} | {e.actor} | {e.from_version or ''} | "
+              f"{e.to_version or ''} | {'; '.join(e.reasons)[:200]} |" for e in rows]
+    return "\n".join(lines)
+
+
+approve_job = dg.define_asset_job(
+    "approve_model", selection=dg.AssetSelection.assets("champion_model").downstream(),
+    description="Complete a pending promotion (config: action approve, version, actor) and "
+    "redeploy. `heat-platform approve` launches it.",
+)
+rollback_job = dg.define_asset_job(
+    "rollback_model", selection=dg.AssetSelection.assets("champion_model").downstream(),
+    description="Move the champion back (config: action rollback, version or the previous "
+    "champion, actor) and redeploy. `heat-platform rollback` launches it.",
+)
+
+
+def champion_run_config(action: str, version: str | None, actor: str) -> dict:
+    return {"ops": {"champion_model": {"config": {"action": action, "version": version,
+                                                  "actor": actor}}}}

@@ -1,0 +1,160 @@
+"""Which model version serves: MLflow registered-model aliases, and the audit log of decisions.
+
+Aliases of an experiment's registered model: ``champion`` (what is served), ``previous`` (the
+champion before it, what a plain rollback returns to) and ``challenger`` (the newest trained
+version). Tags on versions: ``rejected`` (the gate's reasons) and ``pending_approval``. Every
+decision is appended to the platform's audit log with time, actor, versions and reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from heat_platform.data.catalog import AuditEntry, Catalog
+from heat_platform.resources.mlflow import MlflowTracking, registered_model_name
+
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+REJECTED, PENDING = "rejected", "pending_approval"
+
+
+class RegistryError(ValueError):
+    """A requested promotion, approval or rollback that must not happen; says why."""
+
+
+@dataclass(frozen=True)
+class Version:
+    model_name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+    @property
+    def rejected(self) -> bool:
+        return REJECTED in self.tags
+
+    @property
+    def pending(self) -> bool:
+        return self.tags.get(PENDING) == "true"
+
+    @property
+    def data_version(self) -> str:
+        return self.tags.get("data_version", "")
+
+
+class ModelRegistry:
+    def __init__(self, tracking: MlflowTracking, catalog: Catalog) -> None:
+        self.tracking, self.catalog = tracking, catalog
+        self.client = tracking.client()
+
+    # -- reading --
+
+    def version(self, experiment: str, version: str | int) -> Version | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version(registered_model_name(experiment), str(version))
+        except MlflowException:
+            return None
+        return Version(found.name, str(found.version), found.run_id, dict(found.tags))
+
+    def alias(self, experiment: str, alias: str) -> Version | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(registered_model_name(experiment), alias)
+        except MlflowException:
+            return None
+        return Version(found.name, str(found.version), found.run_id, dict(found.tags))
+
+    def champion(self, experiment: str) -> Version | None:
+        return self.alias(experiment, CHAMPION)
+
+    def download(self, version: Version, directory: Path) -> Path:
+        """The version's TorchScript file (as logged by tracking.register_torchscript)."""
+        mlflow = self.tracking.mlflow()
+        local = Path(mlflow.artifacts.download_artifacts(
+            f"models:/{version.model_name}/{version.version}", dst_path=str(directory)))
+        found = sorted(local.rglob("model.pth")) or sorted(local.rglob("*.pt"))
+        if not found:
+            raise FileNotFoundError(f"no TorchScript file in {version.model_name} v{version.version}")
+        return found[0]
+
+    # -- decisions --
+
+    def promote(self, experiment: str, version: str, *, actor: str, reasons: list[str],
+                dagster_run_id: str | None = None, action: str = "promote") -> AuditEntry:
+        """champion -> ``version``; the old champion becomes ``previous``."""
+        target = self._existing(experiment, version)
+        if target.rejected:
+            raise RegistryError(f"{target.model_name} v{version} was rejected by the gate "
+                                f"({target.tags[REJECTED]}); it cannot become champion")
+        old = self.champion(experiment)
+        name = target.model_name
+        if old is not None and old.version != target.version:
+            self.client.set_registered_model_alias(name, PREVIOUS, old.version)
+        self.client.set_registered_model_alias(name, CHAMPION, target.version)
+        if target.pending:
+            self.client.delete_model_version_tag(name, target.version, PENDING)
+        return self.catalog.audit(experiment, action, actor=actor, reasons=reasons,
+                                  model_name=name, from_version=old.version if old else None,
+                                  to_version=target.version, dagster_run_id=dagster_run_id)
+
+    def reject(self, experiment: str, version: str, *, actor: str, reasons: list[str],
+               dagster_run_id: str | None = None) -> AuditEntry:
+        target = self._existing(experiment, version)
+        self.client.set_model_version_tag(target.model_name, target.version, REJECTED,
+                                          json.dumps(reasons)[:5000])
+        champion = self.champion(experiment)
+        return self.catalog.audit(experiment, "reject", actor=actor, reasons=reasons,
+                                  model_name=target.model_name,
+                                  from_version=champion.version if champion else None,
+                                  to_version=target.version, dagster_run_id=dagster_run_id)
+
+    def mark_pending(self, experiment: str, version: str, *, actor: str, reasons: list[str],
+                     dagster_run_id: str | None = None) -> AuditEntry:
+        target = self._existing(experiment, version)
+        self.client.set_model_version_tag(target.model_name, target.version, PENDING, "true")
+        champion = self.champion(experiment)
+        return self.catalog.audit(experiment, "pending", actor=actor, reasons=reasons,
+                                  model_name=target.model_name,
+                                  from_version=champion.version if champion else None,
+                                  to_version=target.version, dagster_run_id=dagster_run_id)
+
+    def approve(self, experiment: str, version: str, *, actor: str,
+                dagster_run_id: str | None = None) -> AuditEntry:
+        """Complete a promotion the gate left pending (approval mode)."""
+        target = self._existing(experiment, version)
+        if not target.pending:
+            raise RegistryError(f"{target.model_name} v{version} is not waiting for approval")
+        return self.promote(experiment, version, actor=actor, action="approve",
+                            reasons=[f"approved by {actor}"], dagster_run_id=dagster_run_id)
+
+    def rollback(self, experiment: str, to_version: str | None = None, *, actor: str,
+                 dagster_run_id: str | None = None) -> AuditEntry:
+        """champion -> ``to_version`` (default: ``previous``); refuses unknown or rejected versions."""
+        champion = self.champion(experiment)
+        if to_version is None:
+            previous = self.alias(experiment, PREVIOUS)
+            if previous is None:
+                raise RegistryError(f"{experiment!r} has no previous champion to roll back to")
+            to_version = previous.version
+        target = self.version(experiment, to_version)
+        if target is None:
+            raise RegistryError(f"{registered_model_name(experiment)} has no version {to_version}")
+        if target.rejected:
+            raise RegistryError(f"{target.model_name} v{to_version} was rejected by the gate "
+                                f"({target.tags[REJECTED]}); refusing to roll back to it")
+        if champion is not None and champion.version == target.version:
+            raise RegistryError(f"v{to_version} is already the champion of {experiment!r}")
+        return self.promote(experiment, target.version, actor=actor, action="rollback",
+                            reasons=[f"rollback from v{champion.version if champion else '-'} "
+                                     f"to v{target.version} by {actor}"],
+                            dagster_run_id=dagster_run_id)
+
+    def _existing(self, experiment: str, version: str) -> Version:
+        found = self.version(experiment, version)
+        if found is None:
+            raise RegistryError(f"{registered_model_name(experiment)} has no version {version}")
+        return found

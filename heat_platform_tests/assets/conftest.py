@@ -1,0 +1,19 @@
+"""Fixtures of the asset tests: an experiment with validated data, and a tiny PINN config."""
+
+import pytest
+
+from heat_platform.simulate import simulate_to_landing
+from heat_platform_tests.conftest import materialize
+
+EXPERIMENT = "inclusion"
+# Trains in seconds on 2 cores; what a model learns is judged in bench/pinn_accuracy.py.
+TINY = {"profile": "smoke", "threads": 2}
+
+
+@pytest.fixture
+def ingested(platform_paths, sensor, resources):
+    """One validated batch of the inclusion experiment and its training set; the instance."""
+    simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=1)
+    sensor.until_quiet()
+    materialize(sensor.instance, resources, ["training_set"], EXPERIMENT)
+    return sensor.instance

@@ -1,0 +1,80 @@
+"""Stage 4: the PINN asset trains on the training set and lands in MLflow as the challenger."""
+
+import dagster as dg
+import numpy as np
+
+from heat_platform_tests.assets.conftest import EXPERIMENT, TINY
+from heat_platform_tests.conftest import latest_materialization, materialize
+
+
+def pinn_run_config(**overrides) -> dict:
+    return {"ops": {"pinn_model": {"config": {**TINY, **overrides}}}}
+
+
+def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, resources):
+    result = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
+                         run_config=pinn_run_config())
+    candidate = result.output_for_node("pinn_model")
+    training_set = materialize(ingested, resources, ["training_set"], EXPERIMENT) \
+        .output_for_node("training_set")
+    assert candidate.data_version == training_set.data_version
+
+    client = resources["mlflow"].client()
+    run = client.get_run(candidate.run_id)
+    # lineage: which data, which Dagster run, which code and packages
+    assert run.data.tags["heat_platform.data_version"] == training_set.data_version
+    assert run.data.tags["heat_platform.partitions"] == "b001"
+    assert run.data.tags["heat_platform.dagster_run_id"] == result.run_id
+    assert run.data.tags["heat_platform.version.torch"].startswith("2.13")
+    assert "mlflow.source.git.commit" in run.data.tags
+    # the whole config as params, loss terms streamed per step, scores at the end
+    assert run.data.params["pinn.adam_iterations"] == "100"
+    assert run.data.params["data.n_train"].isdigit()
+    history = client.get_metric_history(candidate.run_id, "loss_pde")
+    assert len(history) >= 2 and history[0].step < history[-1].step
+    for metric in ("score.validation_rmse", "score.residual_relative", "score.rel_l2_a"):
+        assert np.isfinite(run.data.metrics[metric])
+    artifacts = {a.path for a in client.list_artifacts(candidate.run_id, "figures")}
+    assert artifacts == {"figures/diffusivity.png", "figures/loss_curves.png",
+                         "figures/residual.png"}
+
+    # a new registered version, with the challenger alias and its lineage as tags
+    version = client.get_model_version_by_alias(candidate.model_name, "challenger")
+    assert str(version.version) == candidate.version == "1"
+    assert version.run_id == candidate.run_id
+    assert version.tags["data_version"] == training_set.data_version
+    assert version.tags["dagster_run_id"] == result.run_id
+
+    # the registered MLflow model is the TorchScript artifact the asset hands on
+    import mlflow.pytorch
+    import torch
+
+    resources["mlflow"].mlflow()
+    registered = mlflow.pytorch.load_model(f"models:/{candidate.model_name}@challenger")
+    local = torch.jit.load(str(candidate.artifact))
+    points = torch.tensor([[0.2, 0.5, 0.1], [1.5, 0.3, 0.4]], dtype=torch.float32)
+    torch.testing.assert_close(registered(points), local(points))
+
+    materialization = latest_materialization(ingested, "pinn_model", EXPERIMENT)
+    assert materialization.metadata["mlflow run"].value.endswith(candidate.run_id)
+    assert materialization.metadata["data_version"].value == training_set.data_version
+
+    again = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
+                        run_config=pinn_run_config(seed=1))
+    assert again.output_for_node("pinn_model").version == "2"
+    assert str(client.get_model_version_by_alias(candidate.model_name, "challenger").version) == "2"
+
+
+def test_a_diverging_training_fails_clearly_and_registers_nothing(ingested, resources):
+    result = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
+                         run_config=pinn_run_config(adam_lr=1e12, adam_iterations=300),
+                         raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert "training diverged, no model registered" in failure.user_failure_data.description
+    assert failure.user_failure_data.metadata["step"].value > 0
+    # not retried: a diverging configuration diverges again
+    assert len(result.get_step_failure_events()) == 1
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+                   for e in result.all_events)
+    assert resources["mlflow"].client().search_registered_models() == []
