@@ -4,13 +4,13 @@ import os
 
 import dagster as dg
 
-from heat_platform.assets import features, gate, measurements, training, validation
+from heat_platform.assets import features, gate, measurements, serving, training, validation
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
 
 AUTOMATION_INTERVAL_S = int(os.environ.get("HEAT_PLATFORM_AUTOMATION_INTERVAL", "15"))
 
-stages = [measurements, validation, features, training, gate]
+stages = [measurements, validation, features, training, gate, serving]
 
 
 def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:

@@ -36,6 +36,7 @@ def test_daemon_runs_the_graph_from_landing_files_to_the_gate(platform_paths):
                           timeout_s=300, what="the gate", daemon=daemon)
         assert gate.metadata["decision"].value == "reject"  # a smoke model is not good enough
         assert latest_materialization(instance, "champion_model", "inclusion") is None
+        assert latest_materialization(instance, "deployed_bento", "inclusion") is None
 
         runs = len(instance.get_runs())
         time.sleep(8)  # several more sensor and automation ticks with nothing new

@@ -196,25 +196,16 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig,
                                       dagster_run_id=run_id)
     except RegistryError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
-    champion = registry.champion(experiment)
-    artifact = registry.download(champion, storage.paths.store / "models" / experiment /
-                                 f"champion-v{champion.version}")
-    _, spec = current_spec(storage.catalog(), experiment)
-    result = Champion(experiment=experiment, model_name=champion.model_name,
-                      version=champion.version, run_id=champion.run_id,
-                      data_version=champion.data_version,
-                      training_dagster_run_id=champion.tags.get("dagster_run_id", ""),
-                      artifact=artifact,
-                      domain={k: list(v) for k, v in spec.domain.bounds().items()})
+    result = registry.current_champion(experiment, storage.paths.store / "models")
     return dg.Output(result, metadata={
-        "champion": f"{champion.model_name} v{champion.version}",
+        "champion": f"{result.model_name} v{result.version}",
         "action": entry.action,
         "actor": entry.actor,
         "from version": entry.from_version or "none",
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in entry.reasons)),
-        "data_version": champion.data_version,
+        "data_version": result.data_version,
         "audit log": dg.MetadataValue.md(_audit_table(storage, experiment)),
-    }, data_version=dg.DataVersion(f"{champion.model_name}:{champion.version}"))
+    }, data_version=dg.DataVersion(f"{result.model_name}:{result.version}"))
 
 
 def _audit_table(storage: PlatformStorage, experiment: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heat_platform.data.catalog import AuditEntry, Catalog
+from heat_platform.models.candidates import Champion
 from heat_platform.resources.mlflow import MlflowTracking, registered_model_name
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
@@ -80,6 +81,23 @@ class ModelRegistry:
         if not found:
             raise FileNotFoundError(f"no TorchScript file in {version.model_name} v{version.version}")
         return found[0]
+
+    def current_champion(self, experiment: str, models_dir: Path) -> Champion | None:
+        """The experiment's champion with its TorchScript file (under ``models_dir``), its
+        lineage and its experiment's domain; None when it has none."""
+        from heat_platform.data.ingest import current_spec
+
+        champion = self.champion(experiment)
+        if champion is None:
+            return None
+        artifact = self.download(champion, models_dir / experiment / f"champion-v{champion.version}")
+        _, spec = current_spec(self.catalog, experiment)
+        return Champion(experiment=experiment, model_name=champion.model_name,
+                        version=champion.version, run_id=champion.run_id,
+                        data_version=champion.data_version,
+                        training_dagster_run_id=champion.tags.get("dagster_run_id", ""),
+                        artifact=artifact,
+                        domain={k: list(v) for k, v in spec.domain.bounds().items()})
 
     # -- decisions --
 

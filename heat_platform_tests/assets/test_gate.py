@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from heat_platform.cli import main
 from heat_platform.models.registry import ModelRegistry
+from heat_platform.serving.rollout import desired_deployment_path, read_json
 from heat_platform_tests.assets.conftest import EXPERIMENT, TINY
 from heat_platform_tests.conftest import latest_materialization, materialize
 
@@ -91,6 +92,8 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     rolled_back = latest_materialization(instance, "champion_model", EXPERIMENT)
     assert rolled_back.metadata["action"].value == "rollback"
     assert rolled_back.metadata["actor"].value == "bob"
+    desired = read_json(desired_deployment_path(resources["storage"].paths))
+    assert desired["experiments"][EXPERIMENT]["model_version"] == "1"  # what serve rolls out
 
     # the audit log: every decision, who, from which version to which, why, in which run
     trail = list(reversed(storage.catalog().audit_trail(EXPERIMENT)))
@@ -99,18 +102,20 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
         ("reject", "gate", "1", "2"),
         ("pending", "gate", "1", "3"),
         ("approve", "alice", "1", "3"),
+        ("deploy", "dagster", None, "3"),  # approving and rolling back redeploy
         ("rollback", "bob", "3", "1"),
+        ("deploy", "dagster", None, "1"),
     ]
     assert trail[0].dagster_run_id == first.run_id
     assert any("improvement over champion" in r for r in trail[1].reasons)
     capsys.readouterr()
     assert main(["audit", "--experiment", EXPERIMENT]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 5 and "rollback" in printed[-1] and "bob" in printed[-1]
+    assert len(printed) == 7 and "rollback" in printed[-2] and "bob" in printed[-2]
 
     # ...and it is append-only in the database itself
     engine = storage.catalog().engine
     for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as db:
             db.execute(sa.text(statement))
-    assert len(storage.catalog().audit_trail(EXPERIMENT)) == 5
+    assert len(storage.catalog().audit_trail(EXPERIMENT)) == 7

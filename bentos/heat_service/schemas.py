@@ -1,0 +1,65 @@
+"""Request and response bodies of the heat service, with the input limits they enforce.
+
+Validation is declarative (pydantic): non-numbers, NaN/inf, wrong shapes, empty batches and
+batches over the limit are answered with a 4xx naming the offending field, before any model runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import BaseModel, Field, FiniteFloat
+
+MAX_POINTS = int(os.environ.get("HEAT_SERVING_MAX_POINTS", "10000"))
+
+Point3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
+Point2 = tuple[FiniteFloat, FiniteFloat]
+Points3 = Annotated[list[Point3], Field(min_length=1, max_length=MAX_POINTS,
+                                        description="[[x, y, t], ...]")]
+Points2 = Annotated[list[Point2], Field(min_length=1, max_length=MAX_POINTS,
+                                        description="[[x, y], ...]")]
+ExperimentName = Annotated[str | None, Field(
+    default=None, max_length=64, description="experiment to ask; the default one when omitted")]
+
+
+class Lineage(BaseModel):
+    """Which model answered: enough to find its MLflow run, data and Dagster run."""
+
+    experiment: str
+    model_name: str
+    model_version: str
+    data_version: str
+    mlflow_run_id: str
+    dagster_run_id: str
+    request_id: str
+    timestamp: str
+
+
+class TemperatureAtPoint(Lineage):
+    u: float
+    in_domain: bool
+
+
+class Temperatures(Lineage):
+    u: list[float]
+    in_domain: list[bool]
+
+
+class Diffusivities(Lineage):
+    a: list[float]
+    in_domain: list[bool]
+
+
+class KServeRequest(BaseModel):
+    """KServe v1 inference protocol: ``{"instances": [[x, y, t], ...]}``."""
+
+    instances: Points3
+
+
+class KServeResponse(BaseModel):
+    predictions: list[float]
+    in_domain: list[bool]
+    model_name: str
+    model_version: str
+    data_version: str

@@ -1,0 +1,226 @@
+"""heat-platform's serving API: temperatures u(x, y, t) and diffusivities a(x, y) from the champions.
+
+Two BentoML services in one server:
+
+* ``HeatModels`` holds the champion TorchScript module of every served experiment (class-level
+  ``BentoModel``s named in ``served_models.json``, which the platform writes when it builds the
+  bento) and exposes one batchable method, so concurrent requests are merged by BentoML's
+  adaptive batching before the network runs.
+* ``HeatService`` is what clients call: it validates input, routes to an experiment, flags points
+  outside the training domain, answers with the model's lineage, counts predictions for
+  Prometheus and samples requests into the serving log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from auth import ApiKeyMiddleware
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import FiniteFloat
+from schemas import (
+    Diffusivities,
+    ExperimentName,
+    KServeRequest,
+    KServeResponse,
+    Points2,
+    Points3,
+    TemperatureAtPoint,
+    Temperatures,
+)
+from serving_log import ServingLog
+
+MANIFEST = json.loads((Path(__file__).parent / "served_models.json").read_text())
+EXPERIMENTS: list[str] = sorted(MANIFEST["models"])
+DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
+
+
+class _HeatModels:
+    """The networks; rows arrive as [experiment index, x, y, t] from many requests at once."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
+        self.torch = torch
+        self.networks = [
+            torch.jit.load(getattr(self, _attribute(name)).path_of("model.pt"), map_location="cpu")
+            for name in EXPERIMENTS
+        ]
+
+    # max_latency_ms is the point where BentoML sheds load (503), not the batching window,
+    # which adapts by itself; on a busy 2-core machine 20 ms would shed ordinary traffic.
+    @bentoml.api(batchable=True, max_batch_size=50_000, max_latency_ms=10_000)
+    def infer(self, rows: np.ndarray) -> np.ndarray:
+        """[n, 4] rows -> [n, 2] (u, a) in physical units."""
+        out = np.empty((len(rows), 2), dtype=np.float64)
+        index = rows[:, 0].astype(np.int64)
+        with self.torch.inference_mode():
+            for experiment in np.unique(index):
+                mask = index == experiment
+                points = self.torch.from_numpy(np.ascontiguousarray(rows[mask, 1:4], np.float32))
+                out[mask] = self.networks[experiment](points).double().numpy()
+        return out
+
+
+def _attribute(experiment: str) -> str:
+    return "model_" + "".join(ch if ch.isalnum() else "_" for ch in experiment)
+
+
+for _experiment in EXPERIMENTS:  # BentoML finds models as class attributes
+    setattr(_HeatModels, _attribute(_experiment),
+            bentoml.models.BentoModel(MANIFEST["models"][_experiment]))
+
+HeatModels = bentoml.service(
+    name="heat_models",
+    workers=int(os.environ.get("HEAT_SERVING_MODEL_WORKERS", "1")),
+    traffic={"timeout": 30},
+    # BentoML 1.4's dependency client replaces its HTTP session every `max_requests` calls and
+    # closes the old one under requests still in flight ("Server disconnected"); on one host
+    # over a Unix socket there is nothing to rebalance, so never recycle it.
+    runner_connection={"max_age": 1e9, "max_requests": 2**62},
+)(_HeatModels)
+
+app = FastAPI(title="heat-platform extras")
+
+
+@bentoml.service(
+    name="heat_service",
+    workers=int(os.environ.get("HEAT_SERVING_WORKERS", "1")),
+    traffic={"timeout": 30, "max_concurrency": 512},
+    metrics={"enabled": True},
+)
+@bentoml.asgi_app(app, path="/")
+class HeatService:
+    models = bentoml.depends(HeatModels)
+
+    def __init__(self) -> None:
+        self.lineage = {name: _lineage(bentoml.models.get(MANIFEST["models"][name]))
+                        for name in EXPERIMENTS}
+        self.log = ServingLog.from_env()
+        self.predictions = bentoml.metrics.Counter(
+            name="heat_predictions_total", documentation="Points predicted",
+            labelnames=["experiment", "model_version", "endpoint"])
+        self.out_of_domain = bentoml.metrics.Counter(
+            name="heat_out_of_domain_points_total",
+            documentation="Points outside the training domain (ratio: divide by heat_predictions_total)",
+            labelnames=["experiment", "model_version", "endpoint"])
+
+    @bentoml.api(route="/predict")
+    async def predict(self, points: Points3, experiment: ExperimentName = None) -> Temperatures:
+        """u at a batch of points [[x, y, t], ...], with the lineage of the model once."""
+        started = time.perf_counter()
+        name, xyt = self._experiment(experiment), np.asarray(points, dtype=np.float64)
+        u, _, in_domain = await self._evaluate(name, xyt)
+        return Temperatures(u=u.tolist(), in_domain=in_domain.tolist(),
+                            **self._answered(name, "/predict", xyt, u, in_domain, started))
+
+    @bentoml.api(route="/diffusivity")
+    async def diffusivity(self, points: Points2, experiment: ExperimentName = None) -> Diffusivities:
+        """a at a batch of points [[x, y], ...] (a does not depend on t)."""
+        started = time.perf_counter()
+        name = self._experiment(experiment)
+        xy = np.asarray(points, dtype=np.float64)
+        t0 = self.lineage[name]["domain"]["t"][0]
+        xyt = np.column_stack([xy, np.full(len(xy), t0)])
+        _, a, in_domain = await self._evaluate(name, xyt, check_time=False)
+        return Diffusivities(a=a.tolist(), in_domain=in_domain.tolist(),
+                             **self._answered(name, "/diffusivity", xyt, a, in_domain, started))
+
+    @app.get("/predict-temperature", response_model=TemperatureAtPoint)
+    async def predict_temperature(
+        self,
+        x: Annotated[FiniteFloat, Query()],
+        y: Annotated[FiniteFloat, Query()],
+        t: Annotated[FiniteFloat, Query()],
+        experiment: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> TemperatureAtPoint:
+        """u at one point: the original design's documented GET API."""
+        started = time.perf_counter()
+        name = self._experiment(experiment, http=True)
+        xyt = np.array([[x, y, t]], dtype=np.float64)
+        u, _, in_domain = await self._evaluate(name, xyt)
+        return TemperatureAtPoint(
+            u=float(u[0]), in_domain=bool(in_domain[0]),
+            **self._answered(name, "/predict-temperature", xyt, u, in_domain, started))
+
+    @app.post("/v1/models/{name}:predict", response_model=KServeResponse)
+    async def kserve_predict(self, name: str, body: KServeRequest) -> KServeResponse:
+        """KServe v1 protocol; ``name`` is the experiment or its registered model name."""
+        started = time.perf_counter()
+        experiment = self._experiment(_experiment_of_model(name, self.lineage), http=True)
+        xyt = np.asarray(body.instances, dtype=np.float64)
+        u, _, in_domain = await self._evaluate(experiment, xyt)
+        lineage = self._answered(experiment, "/v1/models:predict", xyt, u, in_domain, started)
+        return KServeResponse(predictions=u.tolist(), in_domain=in_domain.tolist(),
+                              model_name=lineage["model_name"],
+                              model_version=lineage["model_version"],
+                              data_version=lineage["data_version"])
+
+    def _experiment(self, requested: str | None, http: bool = False) -> str:
+        name = requested or DEFAULT_EXPERIMENT
+        if name not in self.lineage:
+            message = f"unknown experiment {name!r}; served: {', '.join(EXPERIMENTS)}"
+            if http:
+                raise HTTPException(status_code=404, detail=message)
+            raise bentoml.exceptions.NotFound(message)
+        return name
+
+    async def _evaluate(self, name: str, xyt: np.ndarray, check_time: bool = True):
+        rows = np.column_stack([np.full(len(xyt), EXPERIMENTS.index(name), np.float64), xyt])
+        out = await self.models.to_async.infer(rows)
+        domain = self.lineage[name]["domain"]
+        in_domain = np.ones(len(xyt), dtype=bool)
+        for column, axis in enumerate(("x", "y", "t") if check_time else ("x", "y")):
+            lo, hi = domain[axis]
+            in_domain &= (xyt[:, column] >= lo) & (xyt[:, column] <= hi)
+        return out[:, 0], out[:, 1], in_domain
+
+    def _answered(self, name: str, endpoint: str, xyt: np.ndarray, values: np.ndarray,
+                  in_domain: np.ndarray, started: float) -> dict[str, Any]:
+        lineage = {key: value for key, value in self.lineage[name].items() if key != "domain"}
+        answer = {**lineage, "request_id": uuid.uuid4().hex,
+                  "timestamp": dt.datetime.now(dt.UTC).isoformat()}
+        labels = {"experiment": name, "model_version": lineage["model_version"], "endpoint": endpoint}
+        self.predictions.labels(**labels).inc(len(xyt))
+        self.out_of_domain.labels(**labels).inc(int((~in_domain).sum()))
+        self.log.record(
+            columns={"x": xyt[:, 0].tolist(), "y": xyt[:, 1].tolist(), "t": xyt[:, 2].tolist(),
+                     "value": values.tolist(), "in_domain": in_domain.tolist()},
+            request_id=answer["request_id"], endpoint=endpoint, experiment=name,
+            model_version=lineage["model_version"], data_version=lineage["data_version"],
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return answer
+
+
+def _lineage(model: Any) -> dict[str, Any]:
+    meta = model.info.metadata
+    return {
+        "experiment": meta["experiment"],
+        "model_name": meta["mlflow_model_name"],
+        "model_version": str(meta["mlflow_model_version"]),
+        "data_version": meta["data_version"],
+        "mlflow_run_id": meta["mlflow_run_id"],
+        "dagster_run_id": meta.get("dagster_run_id", ""),
+        "domain": meta["domain"],
+    }
+
+
+def _experiment_of_model(name: str, lineage: dict[str, dict[str, Any]]) -> str:
+    for experiment, info in lineage.items():
+        if name == info["model_name"]:
+            return experiment
+    return name
+
+
+if os.environ.get("HEAT_SERVING_API_KEY"):
+    HeatService.add_asgi_middleware(ApiKeyMiddleware, api_key=os.environ["HEAT_SERVING_API_KEY"])

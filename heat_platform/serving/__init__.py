@@ -1,0 +1,1 @@
+"""Serving: packaging champions as bentos, running them, rolling them out blue/green."""

@@ -1,0 +1,133 @@
+"""Packaging champions for serving: BentoML models and bentos.
+
+BentoML fixes its store location (BENTOML_HOME) the first time it is used in a process, so every
+store operation runs in a fresh spawned worker with the platform's BENTOML_HOME: the same code
+is then correct in a Dagster run, in the CLI and in a test suite with many platform homes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from heat_platform.instance import PROJECT_ROOT
+
+SERVICE_SOURCE = Path(os.environ.get("HEAT_PLATFORM_BENTO_SRC", PROJECT_ROOT / "bentos" / "heat_service"))
+BENTO_NAME = "heat_service"
+MODEL_PREFIX = "heat-pinn-"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A champion as the serving layer knows it: its TorchScript file and its lineage."""
+
+    experiment: str
+    torchscript: Path
+    mlflow_model_name: str
+    mlflow_model_version: str
+    mlflow_run_id: str
+    data_version: str
+    dagster_run_id: str
+    domain: dict[str, list[float]]
+
+    @property
+    def bento_model_name(self) -> str:
+        slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in self.experiment.lower())
+        return MODEL_PREFIX + slug
+
+    @property
+    def bento_model_version(self) -> str:
+        # One BentoML model per MLflow model version; the run id keeps versions from different
+        # registries (a fresh platform home) from colliding in a shared store.
+        return f"v{self.mlflow_model_version}-{self.mlflow_run_id[:12]}".lower()
+
+    @property
+    def tag(self) -> str:
+        return f"{self.bento_model_name}:{self.bento_model_version}"
+
+    def labels(self) -> dict[str, str]:
+        return {
+            "experiment": self.experiment,
+            "mlflow_model_version": self.mlflow_model_version,
+            "mlflow_run_id": self.mlflow_run_id,
+            "data_version": self.data_version[:63],
+            "dagster_run_id": self.dagster_run_id,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        return {**self.labels(), "mlflow_model_name": self.mlflow_model_name,
+                "data_version": self.data_version, "domain": self.domain}
+
+
+def import_models(bentoml_home: Path, models: list[ServedModel]) -> list[str]:
+    """Save each model into the BentoML store (idempotent); returns their tags."""
+    return _in_store(bentoml_home, _import_models, models)
+
+
+def build_bento(bentoml_home: Path, models: list[ServedModel], default: str, version: str) -> str:
+    """Build the heat service bento serving ``models`` (imported first); returns the bento tag."""
+    import_models(bentoml_home, models)
+    return _in_store(bentoml_home, _build, [m.tag for m in models],
+                     {m.experiment: m.tag for m in models}, default, version)
+
+
+def list_bentos(bentoml_home: Path) -> list[str]:
+    return _in_store(bentoml_home, _list_bentos)
+
+
+def _in_store(bentoml_home: Path, function, *args):
+    environment = {"BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True"}
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_set_environment,
+                             initargs=(environment,)) as worker:
+        return worker.submit(function, *args).result()
+
+
+def _set_environment(environment: dict[str, str]) -> None:
+    os.environ.update(environment)
+
+
+def _import_models(models: list[ServedModel]) -> list[str]:
+    import bentoml
+
+    tags = []
+    for model in models:
+        try:
+            bentoml.models.get(model.tag)
+        except bentoml.exceptions.NotFound:
+            with bentoml.models.create(model.tag, labels=model.labels(),
+                                       metadata=model.metadata()) as saved:
+                shutil.copyfile(model.torchscript, saved.path_of("model.pt"))
+        tags.append(model.tag)
+    return tags
+
+
+def _build(model_tags: list[str], served: dict[str, str], default: str, version: str) -> str:
+    import bentoml
+
+    with tempfile.TemporaryDirectory(prefix="heat-bento-") as context:
+        shutil.copytree(SERVICE_SOURCE, context, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "served_models.json"))
+        manifest = {"default": default, "models": served}
+        Path(context, "served_models.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            return str(bentoml.bentos.get(f"{BENTO_NAME}:{version}").tag)
+        except bentoml.exceptions.NotFound:
+            pass
+        bento = bentoml.bentos.build_bentofile(
+            str(Path(context, "bentofile.yaml")), build_ctx=context, version=version,
+            labels={"default_experiment": default},
+        )
+        return str(bento.tag)
+
+
+def _list_bentos() -> list[str]:
+    import bentoml
+
+    return [str(bento.tag) for bento in bentoml.bentos.list(BENTO_NAME)]

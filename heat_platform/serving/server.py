@@ -1,0 +1,94 @@
+"""`bentoml serve` processes: start on a loopback port, wait until ready, stop the whole group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class BentoServer:
+    """One running `bentoml serve <bento>`; its own process group, so stop() stops every worker."""
+
+    bento: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    host: str = "127.0.0.1"
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def start(cls, bento: str, *, bentoml_home: Path, log_dir: Path, port: int | None = None,
+              env: dict[str, str] | None = None, working_dir: Path | None = None) -> BentoServer:
+        port = port or free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"bentoml-{port}-{int(time.time())}.log"
+        environment = {**os.environ, "BENTOML_HOME": str(bentoml_home),
+                       "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("bentoml")), "serve", bento,
+                 "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, env=environment,
+                cwd=str(working_dir) if working_dir else None, start_new_session=True,
+            )
+        return cls(bento=bento, port=port, process=process, log_path=log_path)
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Block until /readyz answers 200; returns seconds waited. Raises with the log tail."""
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n"
+                                   f"{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"bentoml serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the process group (graceful: in-flight requests finish), SIGKILL after grace."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> BentoServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,159 @@
+"""The heat service over HTTP, as users call it: a real `bentoml serve` of the deployed bento."""
+
+import json
+import math
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from heat_platform_tests.serving.conftest import EXPERIMENT
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def registered(deployed):
+    """The champion's version as the MLflow registry has it."""
+    client = deployed.resources["mlflow"].client()
+    return client.get_model_version(deployed.champion.model_name, deployed.champion.version)
+
+
+def assert_lineage(body, registered, deployed):
+    assert body["experiment"] == EXPERIMENT
+    assert body["model_name"] == registered.name
+    assert body["model_version"] == str(registered.version)
+    assert body["mlflow_run_id"] == registered.run_id
+    assert body["data_version"] == registered.tags["data_version"]
+    assert body["dagster_run_id"] == registered.tags["dagster_run_id"]
+    assert body["request_id"] and body["timestamp"].endswith("+00:00")
+
+
+def test_every_endpoint_answers_with_the_registry_lineage(http, registered, deployed):
+    import torch
+
+    network = torch.jit.load(str(deployed.champion.artifact))
+    points = [[0.3, 0.4, 0.1], [1.7, 0.8, 0.45], [5.0, 0.5, 0.2]]  # the last is outside x in [0, 2]
+    expected = network(torch.tensor(points, dtype=torch.float32)).double().numpy()
+
+    single = http.get("/predict-temperature", params={"x": 0.3, "y": 0.4, "t": 0.1})
+    assert single.status_code == 200, single.text
+    body = single.json()
+    assert math.isclose(body["u"], expected[0, 0], rel_tol=1e-5, abs_tol=1e-6)
+    assert body["in_domain"] is True
+    assert_lineage(body, registered, deployed)
+
+    batch = http.post("/predict", json={"points": points}).json()
+    np.testing.assert_allclose(batch["u"], expected[:, 0], rtol=1e-5, atol=1e-6)
+    assert batch["in_domain"] == [True, True, False]
+    assert_lineage(batch, registered, deployed)
+    named = http.post("/predict", json={"points": points[:1], "experiment": EXPERIMENT})
+    assert named.status_code == 200
+
+    a = http.post("/diffusivity", json={"points": [p[:2] for p in points]}).json()
+    np.testing.assert_allclose(a["a"], expected[:, 1], rtol=1e-4, atol=1e-6)  # a is t-free
+    assert a["in_domain"] == [True, True, False]
+    assert_lineage(a, registered, deployed)
+
+    for name in (EXPERIMENT, registered.name):  # KServe v1: experiment or registered model name
+        kserve = http.post(f"/v1/models/{name}:predict", json={"instances": points})
+        assert kserve.status_code == 200, kserve.text
+        body = kserve.json()
+        np.testing.assert_allclose(body["predictions"], expected[:, 0], rtol=1e-5, atol=1e-6)
+        assert body["in_domain"] == [True, True, False]
+        assert body["model_version"] == str(registered.version)
+
+
+BAD = [
+    ("post", "/predict", {"points": []}, 400, "at least 1"),
+    ("post", "/predict", {"points": [[0.1, 0.2]]}, 400, "points"),
+    ("post", "/predict", {"points": [[0.1, 0.2, 0.3, 0.4]]}, 400, "points"),
+    ("post", "/predict", {"points": [["a", 0.2, 0.3]]}, 400, "points"),
+    ("post", "/predict", {"points": "0.1,0.2,0.3"}, 400, "points"),
+    ("post", "/predict", {"points": [[0.1, 0.2, None]]}, 400, "points"),
+    ("post", "/predict", {"points": [[0.1, 0.2, 0.3]] * 2001}, 400, "at most 2000"),
+    ("post", "/predict", {"points": [[0.1, 0.2, 0.3]], "experiment": "nope"}, 404, "unknown experiment"),
+    ("post", "/predict", {}, 400, "points"),
+    ("post", "/diffusivity", {"points": [[0.1, 0.2, 0.3]]}, 400, "points"),
+    ("get", "/predict-temperature?x=a&y=0.2&t=0.1", None, 422, "x"),
+    ("get", "/predict-temperature?x=0.1&y=0.2", None, 422, "t"),
+    ("get", "/predict-temperature?x=nan&y=0.2&t=0.1", None, 422, "finite"),
+    ("get", "/predict-temperature?x=inf&y=0.2&t=0.1", None, 422, "finite"),
+    ("get", "/predict-temperature?x=0.1&y=0.2&t=0.1&experiment=nope", None, 404, "unknown"),
+    ("post", "/v1/models/inclusion:predict", {"instances": []}, 422, "instances"),
+    ("post", "/v1/models/inclusion:predict", {"instances": [[1, 2]]}, 422, "instances"),
+    ("post", "/v1/models/nope:predict", {"instances": [[0.1, 0.2, 0.3]]}, 404, "unknown"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "says"), BAD,
+                         ids=[f"{m} {p} {i}" for i, (m, p, *_) in enumerate(BAD)])
+def test_bad_input_gets_a_specific_4xx(http, method, path, body, status, says):
+    response = http.request(method.upper(), path, json=body)
+    assert response.status_code == status, response.text
+    assert says in response.text
+
+
+def test_nan_and_inf_in_json_bodies_are_refused(http):
+    for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+        raw = '{"points": [[0.1, 0.2, ' + token + ']]}'
+        response = http.post("/predict", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (token, response.text)
+    response = http.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+
+
+def test_the_server_survives_bad_input_and_reports_metrics(http, server):
+    for _ in range(20):
+        http.post("/predict", json={"points": [[0.1, "x", 0.3]]})
+    assert server.process.poll() is None
+    assert http.get("/livez").status_code == 200 and http.get("/readyz").status_code == 200
+    ok = http.post("/predict", json={"points": [[0.5, 0.5, 0.1], [9.0, 0.5, 0.1]]})
+    assert ok.status_code == 200
+    metrics = http.get("/metrics").text
+    version = ok.json()["model_version"]
+    assert f'heat_predictions_total{{endpoint="/predict",experiment="{EXPERIMENT}",' \
+           f'model_version="{version}"}}' in metrics
+    assert "heat_out_of_domain_points_total" in metrics
+    out_of_domain = [line for line in metrics.splitlines()
+                     if line.startswith("heat_out_of_domain_points_total{") and "/predict\"" in line]
+    assert out_of_domain and float(out_of_domain[0].split()[-1]) >= 1
+
+
+def test_requests_are_sampled_into_the_serving_log(http, deployed):
+    response = http.post("/predict", json={"points": [[0.25, 0.5, 0.2]] * 3}).json()
+    log_dir = deployed.paths.serving / "log"
+    deadline = time.monotonic() + 10
+    entries = []
+    while time.monotonic() < deadline:
+        entries = [json.loads(line) for path in log_dir.rglob("requests-*.jsonl")
+                   for line in path.read_text().splitlines()]
+        if any(e["request_id"] == response["request_id"] for e in entries):
+            break
+        time.sleep(0.5)
+    (entry,) = [e for e in entries if e["request_id"] == response["request_id"]]
+    assert entry["endpoint"] == "/predict" and entry["experiment"] == EXPERIMENT
+    assert entry["model_version"] == response["model_version"]
+    assert entry["x"] == [0.25] * 3 and entry["value"] == response["u"]
+    assert entry["in_domain"] == [True] * 3 and entry["latency_ms"] > 0
+
+
+def test_api_key_is_checked_before_validation(deployed):
+    with deployed.start(HEAT_SERVING_API_KEY="s3cret") as secured, \
+            httpx.Client(base_url=secured.url, timeout=30.0) as client:
+        denied = client.post("/predict", json={"points": "not even points"})
+        assert denied.status_code == 401 and "API key" in denied.text
+        assert client.get("/predict-temperature?x=0.1&y=0.1&t=0.1",
+                          headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/predict", json={"points": [[0.1, 0.2, 0.3]]},
+                           headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.post("/predict", json={"points": [[0.1, 0.2, 0.3]]},
+                           headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.post("/predict", json={"points": []},
+                           headers={"X-API-Key": "s3cret"}).status_code == 400
+        assert client.get("/readyz").status_code == 200  # probes stay open
