@@ -4,13 +4,21 @@ import os
 
 import dagster as dg
 
-from heat_platform.assets import features, gate, measurements, serving, training, validation
+from heat_platform.assets import (
+    features,
+    gate,
+    measurements,
+    monitoring,
+    serving,
+    training,
+    validation,
+)
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
 
 AUTOMATION_INTERVAL_S = int(os.environ.get("HEAT_PLATFORM_AUTOMATION_INTERVAL", "15"))
 
-stages = [measurements, validation, features, training, gate, serving]
+stages = [measurements, validation, features, training, gate, serving, monitoring]
 
 
 def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
@@ -19,9 +27,11 @@ def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
         assets=dg.load_assets_from_modules(stages),
         asset_checks=dg.load_asset_checks_from_modules(stages),
         jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
-              gate.rollback_job],
+              gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job],
+        schedules=[monitoring.nightly_serving_drift],
         sensors=[
             measurements.landing_zone_sensor,
+            monitoring.drift_retrain_sensor,
             dg.AutomationConditionSensorDefinition(
                 "automation", target=dg.AssetSelection.all(),
                 minimum_interval_seconds=AUTOMATION_INTERVAL_S,

@@ -19,6 +19,7 @@ from heat_platform.data.ingest import StoredTrainingSet, current_spec
 from heat_platform.models.candidates import Champion, ModelCandidate
 from heat_platform.models.figures import markdown_image
 from heat_platform.models.gate import GateDecision, Thresholds
+from heat_platform.resources.alerts import AlertWebhook
 from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 
@@ -111,7 +112,7 @@ class GateConfig(dg.Config):
 )
 def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_model: ModelCandidate,
                 classical_inversion: ModelCandidate, training_set: StoredTrainingSet,
-                storage: PlatformStorage, mlflow: MlflowTracking):
+                storage: PlatformStorage, mlflow: MlflowTracking, alerts: AlertWebhook):
     """The candidate, the champion and the classical inversion side by side, and the decision."""
     import tempfile
     from pathlib import Path
@@ -131,6 +132,11 @@ def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_mode
     if decision.decision == "reject":
         registry.reject(experiment, decision.candidate_version, actor=actor,
                         reasons=decision.reasons, dagster_run_id=run_id)
+        alerts.send(severity="warning", experiment=experiment,
+                    title=f"gate rejected {pinn_model.model_name} v{decision.candidate_version}",
+                    details={"reasons": decision.reasons, "scores": decision.scores},
+                    links={"mlflow run": mlflow.run_url(pinn_model.mlflow_experiment_id,
+                                                        pinn_model.run_id)})
     elif decision.decision == "pending":
         registry.mark_pending(experiment, decision.candidate_version, actor=actor,
                               reasons=decision.reasons, dagster_run_id=run_id)
@@ -217,12 +223,12 @@ def _audit_table(storage: PlatformStorage, experiment: str) -> str:
 
 
 approve_job = dg.define_asset_job(
-    "approve_model", selection=dg.AssetSelection.assets("champion_model").downstream(),
+    "approve_model", selection=dg.AssetSelection.assets("champion_model", "deployed_bento"),
     description="Complete a pending promotion (config: action approve, version, actor) and "
     "redeploy. `heat-platform approve` launches it.",
 )
 rollback_job = dg.define_asset_job(
-    "rollback_model", selection=dg.AssetSelection.assets("champion_model").downstream(),
+    "rollback_model", selection=dg.AssetSelection.assets("champion_model", "deployed_bento"),
     description="Move the champion back (config: action rollback, version or the previous "
     "champion, actor) and redeploy. `heat-platform rollback` launches it.",
 )

@@ -38,5 +38,5 @@ def experiment_and_batch(context: dg.AssetExecutionContext | dg.AssetCheckExecut
                          ) -> tuple[str, str]:
     key = context.partition_key
     keys = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else (
-        dg.MultiPartitionKey.from_str(key).keys_by_dimension)  # type: ignore[attr-defined]
+        experiment_batches.get_partition_key_from_str(key).keys_by_dimension)
     return keys["experiment"], keys["batch"]

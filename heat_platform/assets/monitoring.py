@@ -1,0 +1,227 @@
+"""Stage 7, monitoring: drift of new data against the champion, and the retraining loop.
+
+``drift_report`` (per batch) compares every validated batch with the champion's training set:
+Evidently input drift of x, y, t, u and physics drift (how much worse the champion explains the
+batch than its own held-out sensors). ``drift_retrain_sensor`` turns a drift episode into one
+retraining run (training_set -> pinn_model -> gate -> champion -> deployed_bento) that trains on
+the new regime only. ``serving_drift`` looks at a time window of the serving log, nightly.
+"""
+
+import datetime as dt
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from heat_platform.assets.partitions import (
+    by_experiment,
+    experiment_and_batch,
+    experiment_batches,
+    experiments,
+)
+from heat_platform.monitoring.drift import DriftThresholds
+from heat_platform.resources.alerts import AlertWebhook
+from heat_platform.resources.mlflow import MlflowTracking
+from heat_platform.resources.storage import PlatformStorage
+
+RETRAIN_TRIGGER = "heat_platform/trigger"
+REGIME_START = "heat_platform/regime_start_seq"
+
+
+class DriftConfig(dg.Config):
+    """Drift thresholds (documented in heat_platform.monitoring.drift.DriftThresholds)."""
+
+    method: str = Field(default=DriftThresholds.method,
+                        description="Evidently stattest per column (psi, ks, wasserstein, ...).")
+    column_threshold: float = Field(default=DriftThresholds.column_threshold,
+                                    description="Per-column threshold of the stattest.")
+    drift_share: float = Field(default=DriftThresholds.drift_share,
+                               description="Input drift when this share of columns drifted.")
+    misfit_ratio: float = Field(default=DriftThresholds.misfit_ratio,
+                                description="Physics drift when the champion fits the batch this "
+                                "many times worse than its held-out sensors.")
+    min_rows: int = Field(default=DriftThresholds.min_rows,
+                          description="Fewer rows: no drift is claimed.")
+
+    def thresholds(self) -> DriftThresholds:
+        return DriftThresholds(self.method, self.column_threshold, self.drift_share,
+                               self.misfit_ratio, self.min_rows)
+
+
+def _batch_warning(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, description=description,
+                                 partitions_def=experiment_batches)
+
+
+def _report_metadata(report, html_name: str) -> dict:
+    return {
+        "drift": report.drift,
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons)),
+        "rows": report.rows,
+        "drift share": report.drift_share,
+        **{f"{report.thresholds.method}({c})": v for c, v in report.column_scores.items()},
+        **({"misfit ratio": report.misfit_ratio, "RMSE / noise": report.rmse_to_noise,
+            "champion PDE residual (relative)": report.residual_relative}
+           if report.misfit_ratio is not None else {}),
+        **({"Evidently report": dg.MetadataValue.path(str(report.html))} if report.html else {}),
+    }
+
+
+@dg.asset(
+    partitions_def=experiment_batches,
+    group_name="monitoring",
+    kinds={"evidently"},
+    owners=["team:heat-platform"],
+    code_version="1",
+    check_specs=[_batch_warning("no_drift", "drift_report",
+                                "The batch looks like the data the champion learned from.")],
+    deps=[dg.AssetDep("validated_measurements"),
+          dg.AssetDep("champion_model", partition_mapping=by_experiment)],
+    # every newly validated batch; a new champion alone does not re-judge old batches
+    automation_condition=dg.AutomationCondition.eager().ignore(
+        dg.AssetSelection.assets("champion_model")),
+)
+def drift_report(context: dg.AssetExecutionContext, config: DriftConfig,
+                 storage: PlatformStorage, mlflow: MlflowTracking, alerts: AlertWebhook):
+    """The batch against the champion's training set: input drift (Evidently) and physics drift."""
+    import polars as pl
+
+    from heat_platform.data.ingest import current_spec
+    from heat_platform.data.training_set import load_training_set
+    from heat_platform.models.registry import ModelRegistry
+    from heat_platform.monitoring.drift import batch_drift
+
+    experiment, batch = experiment_and_batch(context)
+    catalog = storage.catalog()
+    version = catalog.current_version(experiment, batch)
+    champion = ModelRegistry(mlflow, catalog).current_champion(
+        experiment, storage.paths.store / "models")
+    lineage = {"batch": batch, "batch sha256": version.sha256, "ingest seq": version.ingest_seq}
+    if champion is None or version.validated_path is None:
+        why = "no champion to compare with yet" if champion is None else "the batch was rejected"
+        return dg.MaterializeResult(
+            metadata={"drift": False, "reasons": why, **lineage},
+            check_results=[dg.AssetCheckResult(check_name="no_drift", passed=True,
+                                               description=why)])
+
+    _, spec = current_spec(catalog, experiment)
+    reference = load_training_set(storage.paths.training_sets / experiment / champion.data_version)
+    html = storage.report_dir("drift", experiment) / f"{batch}-{version.sha256[:12]}.html"
+    report = batch_drift(reference.train, reference.validation,
+                         pl.read_parquet(version.validated_path), spec, champion.artifact,
+                         config.thresholds(), html=html)
+    if report.drift:
+        context.log.warning(f"drift in {experiment}/{batch}: {'; '.join(report.reasons)}")
+        alerts.send(severity="warning", title=f"drift in {experiment} batch {batch}",
+                    experiment=experiment, details=report.as_dict(),
+                    links={"report": html.as_uri()})
+    return dg.MaterializeResult(
+        metadata={**_report_metadata(report, html.name), **lineage,
+                  "champion version": champion.version,
+                  "champion data_version": champion.data_version},
+        check_results=[dg.AssetCheckResult(
+            check_name="no_drift", passed=not report.drift,
+            severity=dg.AssetCheckSeverity.WARN, description="; ".join(report.reasons))],
+    )
+
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.assets("training_set", "pinn_model", "classical_inversion",
+                                       "gate_report", "champion_model", "deployed_bento"),
+    partitions_def=experiments,
+    description="Retrain an experiment on its newest regime and take it through the gate to "
+    "deployment (drift_retrain_sensor launches it; tags say why).",
+)
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=int(os.environ.get(
+    "HEAT_PLATFORM_SENSOR_INTERVAL", "30")), default_status=dg.DefaultSensorStatus.RUNNING)
+def drift_retrain_sensor(context: dg.SensorEvaluationContext):
+    """One retraining run per drift episode: a drift report that flags drift against champion
+    vN asks for run key ``drift:<experiment>:vN``, so later drifted batches (or a restarted
+    sensor) do not ask again until a new champion exists. The retrain trains on the batches
+    from the drifted one on (tag heat_platform/regime_start_seq)."""
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), after_storage_id=after),
+        limit=100, ascending=True).records
+    requests = []
+    for record in records:
+        metadata = record.asset_materialization.metadata
+        drift = metadata.get("drift")
+        if not (drift and drift.value and "champion version" in metadata):
+            continue
+        experiment, batch = experiment_and_batch_key(record.partition_key)
+        champion = metadata["champion version"].value
+        requests.append(dg.RunRequest(
+            run_key=f"drift:{experiment}:v{champion}",
+            partition_key=experiment,
+            tags={RETRAIN_TRIGGER: "drift", "heat_platform/drift_batch": batch,
+                  "heat_platform/drifted_from_champion": str(champion),
+                  REGIME_START: str(metadata["ingest seq"].value)},
+        ))
+    cursor = str(records[-1].storage_id) if records else context.cursor
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def experiment_and_batch_key(partition_key: str) -> tuple[str, str]:
+    keys = experiment_batches.get_partition_key_from_str(partition_key).keys_by_dimension
+    return keys["experiment"], keys["batch"]
+
+
+class ServingDriftConfig(DriftConfig):
+    window_hours: float = Field(default=24.0, description="Requests served in this window.")
+
+
+@dg.asset(
+    partitions_def=experiments,
+    group_name="monitoring",
+    kinds={"evidently", "bentoml"},
+    owners=["team:heat-platform"],
+    code_version="1",
+    deps=[dg.AssetDep("deployed_bento")],
+)
+def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,
+                  storage: PlatformStorage, mlflow: MlflowTracking, alerts: AlertWebhook):
+    """The points users asked about (serving log, last window) against the training inputs."""
+    import time
+
+    from heat_platform.data.training_set import load_training_set
+    from heat_platform.models.registry import ModelRegistry
+    from heat_platform.monitoring.drift import read_serving_log, request_drift
+
+    experiment = context.partition_key
+    champion = ModelRegistry(mlflow, storage.catalog()).champion(experiment)
+    if champion is None:
+        return dg.MaterializeResult(metadata={"drift": False, "reasons": "no champion"})
+    reference = load_training_set(storage.paths.training_sets / experiment / champion.data_version)
+    requests = read_serving_log(storage.paths.serving / "log", experiment,
+                                since_ts=time.time() - config.window_hours * 3600)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    html = storage.report_dir("serving-drift", experiment) / f"{stamp}.html"
+    report = request_drift(reference.train, requests, config.thresholds(), html=html)
+    outside = float(1 - requests["in_domain"].mean()) if requests.height else 0.0
+    if report.drift:
+        alerts.send(severity="warning", title=f"served requests of {experiment} drifted",
+                    experiment=experiment, details=report.as_dict())
+    return dg.MaterializeResult(metadata={
+        **_report_metadata(report, html.name), "window hours": config.window_hours,
+        "out-of-domain share": outside, "champion version": champion.version})
+
+
+serving_drift_job = dg.define_asset_job("serving_drift_check", selection=[serving_drift],
+                                        partitions_def=experiments)
+
+
+@dg.schedule(job=serving_drift_job, cron_schedule=os.environ.get(
+    "HEAT_PLATFORM_SERVING_DRIFT_CRON", "0 3 * * *"), default_status=dg.DefaultScheduleStatus.RUNNING)
+def nightly_serving_drift(context: dg.ScheduleEvaluationContext):
+    """Every night, the serving-log drift of every experiment that has a deployed bento."""
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return [dg.RunRequest(run_key=f"serving-drift:{name}:{day}", partition_key=name)
+            for name in context.instance.get_dynamic_partitions("experiments")]

@@ -1,0 +1,1 @@
+"""Drift monitoring and alerts (no Dagster imports)."""

@@ -1,0 +1,69 @@
+"""Stage 7: drift reports per batch against the champion, and the retraining sensor.
+
+A champion trained for ~40 s (too coarse for the gate's default thresholds, good enough to tell
+a changed material from more of the same) is judged on a benign batch and on a batch from a
+changed material; the sensor is evaluated against the real instance.
+"""
+
+import dagster as dg
+
+from heat_platform.assets.monitoring import REGIME_START, drift_retrain_sensor
+from heat_platform.assets.partitions import batch_partition
+from heat_platform.simulate import simulate_to_landing
+from heat_platform_tests.assets.conftest import EXPERIMENT
+from heat_platform_tests.conftest import latest_materialization, materialize
+
+COARSE = {"adam_iterations": 200, "lbfgs_iterations": 150, "n_domain": 500, "threads": 2}
+RELAXED = {"max_rmse_to_noise": 1e3, "max_residual_relative": 1e3}
+
+
+def drift_of(instance, resources, batch: str):
+    key = batch_partition(EXPERIMENT, batch)
+    materialize(instance, resources, ["drift_report"], key)
+    return latest_materialization(instance, "drift_report", key).metadata
+
+
+def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor, resources,
+                                                                platform_paths):
+    instance = ingested
+    first = drift_of(instance, resources, "b001")
+    assert first["drift"].value is False and "no champion" in first["reasons"].value
+
+    materialize(instance, resources,
+                ["classical_inversion", "pinn_model", "gate_report", "champion_model"],
+                EXPERIMENT, run_config={"ops": {"pinn_model": {"config": COARSE},
+                                                "gate_report": {"config": RELAXED}}})
+
+    simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=2)  # same material
+    simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=3, shift="material")
+    sensor.until_quiet()
+    benign = drift_of(instance, resources, "b002")
+    assert benign["drift"].value is False, benign["reasons"].value
+    assert benign["misfit ratio"].value < 1.1
+    changed = drift_of(instance, resources, "b003-material")
+    assert changed["drift"].value is True, changed["reasons"].value
+    assert changed["misfit ratio"].value > 1.3 and "physics drift" in changed["reasons"].value
+    assert changed["Evidently report"].value.endswith(".html")
+    assert changed["champion version"].value == "1"
+
+    context = dg.build_sensor_context(instance=instance)
+    result = drift_retrain_sensor(context)
+    (request,) = result.run_requests  # the benign batch asks for nothing
+    assert request.partition_key == EXPERIMENT and request.run_key == f"drift:{EXPERIMENT}:v1"
+    drifted_seq = resources["storage"].catalog().current_version(
+        EXPERIMENT, "b003-material").ingest_seq
+    assert request.tags[REGIME_START] == str(drifted_seq)  # retrain on the new material only
+    assert request.tags["heat_platform/trigger"] == "drift"
+
+    # the cursor moves on: nothing new, nothing asked
+    again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert not again.run_requests
+    # more drifted data in the same episode (same champion) asks under the same run key, which
+    # the daemon runs once; a sensor restarted without its cursor does the same
+    simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=4, shift="material")
+    sensor.until_quiet()
+    assert drift_of(instance, resources, "b004-material")["drift"].value is True
+    later = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    restarted = drift_retrain_sensor(dg.build_sensor_context(instance=instance))
+    assert {r.run_key for r in later.run_requests} == {f"drift:{EXPERIMENT}:v1"}
+    assert {r.run_key for r in restarted.run_requests} == {f"drift:{EXPERIMENT}:v1"}
