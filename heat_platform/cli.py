@@ -18,8 +18,10 @@ Handler = Callable[[argparse.Namespace, PlatformPaths], int]
 
 def _init(args: argparse.Namespace, paths: PlatformPaths) -> int:
     from heat_platform.instance import prepare_instance
+    from heat_platform.local import create_storage
 
     dagster_home = prepare_instance(paths)
+    create_storage(paths)
     print(f"platform home: {paths.home}")
     print(f"DAGSTER_HOME:  {dagster_home}")
     print(f"landing zone:  {paths.landing}")

@@ -42,7 +42,7 @@ class LocalDaemon:
 
     def start(self) -> LocalDaemon:
         prepare_instance(self.paths)
-        _create_instance_storage(self.paths)
+        create_storage(self.paths)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -84,13 +84,17 @@ class LocalDaemon:
         self.stop()
 
 
-def _create_instance_storage(paths: PlatformPaths) -> None:
-    """Create the instance's SQLite tables here, before several processes would race to."""
+def create_storage(paths: PlatformPaths) -> None:
+    """Create the instance's and MLflow's SQLite tables here, before several run processes
+    would race to (two runs creating MLflow's tables at once fail half-migrated)."""
     import dagster as dg
+
+    from heat_platform.resources import build_resources
 
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions("experiments")
+    build_resources(paths)["mlflow"].client().search_experiments()
 
 
 def wait_until(probe: Callable[[], T | None], *, timeout_s: float, what: str,

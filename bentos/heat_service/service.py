@@ -41,6 +41,8 @@ from serving_log import ServingLog
 MANIFEST = json.loads((Path(__file__).parent / "served_models.json").read_text())
 EXPERIMENTS: list[str] = sorted(MANIFEST["models"])
 DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
+# Requests with at most this many points skip the model worker (see HeatService.__init__).
+DIRECT_MAX_POINTS = int(os.environ.get("HEAT_SERVING_DIRECT_MAX_POINTS", "64"))
 
 
 class _HeatModels:
@@ -103,8 +105,18 @@ class HeatService:
     models = bentoml.depends(HeatModels)
 
     def __init__(self) -> None:
+        import torch
+
         self.lineage = {name: _lineage(bentoml.models.get(MANIFEST["models"][name]))
                         for name in EXPERIMENTS}
+        # Small requests (a single point, a handful) are answered here directly: on a small
+        # machine the hop to the model worker costs more than the network itself. Larger
+        # batches go through the adaptive-batching model worker, which merges concurrent ones.
+        torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
+        self.torch = torch
+        self.direct = {name: torch.jit.load(bentoml.models.get(MANIFEST["models"][name])
+                                            .path_of("model.pt"), map_location="cpu")
+                       for name in EXPERIMENTS}
         self.log = ServingLog.from_env()
         self.predictions = bentoml.metrics.Counter(
             name="heat_predictions_total", documentation="Points predicted",
@@ -175,8 +187,13 @@ class HeatService:
         return name
 
     async def _evaluate(self, name: str, xyt: np.ndarray, check_time: bool = True):
-        rows = np.column_stack([np.full(len(xyt), EXPERIMENTS.index(name), np.float64), xyt])
-        out = await self.models.to_async.infer(rows)
+        if len(xyt) <= DIRECT_MAX_POINTS:
+            with self.torch.inference_mode():
+                points = self.torch.from_numpy(np.ascontiguousarray(xyt, np.float32))
+                out = self.direct[name](points).double().numpy()
+        else:
+            rows = np.column_stack([np.full(len(xyt), EXPERIMENTS.index(name), np.float64), xyt])
+            out = await self.models.to_async.infer(rows)
         domain = self.lineage[name]["domain"]
         in_domain = np.ones(len(xyt), dtype=bool)
         for column, axis in enumerate(("x", "y", "t") if check_time else ("x", "y")):
@@ -193,8 +210,8 @@ class HeatService:
         self.predictions.labels(**labels).inc(len(xyt))
         self.out_of_domain.labels(**labels).inc(int((~in_domain).sum()))
         self.log.record(
-            columns={"x": xyt[:, 0].tolist(), "y": xyt[:, 1].tolist(), "t": xyt[:, 2].tolist(),
-                     "value": values.tolist(), "in_domain": in_domain.tolist()},
+            columns={"x": xyt[:, 0], "y": xyt[:, 1], "t": xyt[:, 2], "value": values,
+                     "in_domain": in_domain},
             request_id=answer["request_id"], endpoint=endpoint, experiment=name,
             model_version=lineage["model_version"], data_version=lineage["data_version"],
             latency_ms=round((time.perf_counter() - started) * 1000, 3),

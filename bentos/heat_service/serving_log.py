@@ -41,14 +41,15 @@ class ServingLog:
             max_points=int(os.environ.get("HEAT_SERVING_LOG_MAX_POINTS", "64")),
         )
 
-    def record(self, *, columns: dict[str, list[Any]], **fields: Any) -> None:
-        """Maybe log one request; ``columns`` are per-point lists of equal length."""
+    def record(self, *, columns: dict[str, Any], **fields: Any) -> None:
+        """Maybe log one request; ``columns`` are per-point arrays of equal length (only the
+        sampled requests pay for turning them into JSON)."""
         if self.directory is None or random.random() >= self.sample_rate:
             return
         n = len(next(iter(columns.values())))
         step = max(1, -(-n // self.max_points))
         entry = {"ts": dt.datetime.now(dt.UTC).isoformat(), "n_points": n, **fields}
-        entry.update({name: values[::step] for name, values in columns.items()})
+        entry.update({name: values[::step].tolist() for name, values in columns.items()})
         with self._lock:
             self._lines.append(json.dumps(entry))
 

@@ -44,15 +44,17 @@ def retrain_condition() -> dg.AutomationCondition:
 DEFAULT_PROFILE = os.environ.get("HEAT_PLATFORM_PINN_PROFILE", "fast")
 SMOKE = {"adam_iterations": 100, "lbfgs_iterations": 20, "n_domain": 200, "hidden_u": 16,
          "hidden_a": 8, "depth_a": 1}
+QUICK = {"adam_iterations": 200, "lbfgs_iterations": 150, "n_domain": 500}
 
 
 class PINNTrainingConfig(dg.Config):
     """Hyper-parameters. ``profile`` picks a documented set; any field given overrides it."""
 
-    profile: Literal["fast", "accurate", "smoke"] = Field(
+    profile: Literal["fast", "accurate", "quick", "smoke"] = Field(
         default=DEFAULT_PROFILE, description="fast: the demo's, 1-3 min on 2 cores. accurate: "
-        "the benchmark profile (PINNacle HeatInv L2RE ~0.03 in about 4 min on 2 cores). smoke: "
-        "seconds, to test the plumbing; its models do not pass the gate. Default: "
+        "the benchmark profile (PINNacle HeatInv L2RE ~0.03 in about 4 min on 2 cores). quick: "
+        "about 40 s, coarse (RMSE ~1.5 noise levels on the demo experiment). smoke: seconds, to "
+        "test the plumbing; its models do not pass the gate. Default: "
         "$HEAT_PLATFORM_PINN_PROFILE or fast.")
     adam_iterations: int | None = Field(default=None, description="Adam steps before L-BFGS.")
     adam_lr: float | None = Field(default=None, description="Adam learning rate.")
@@ -74,8 +76,8 @@ class PINNTrainingConfig(dg.Config):
         from heat_platform.pinn.pinn import PINNConfig
 
         base = PINNConfig.accurate() if self.profile == "accurate" else PINNConfig.fast()
-        if self.profile == "smoke":
-            base = dataclasses.replace(base, **SMOKE)
+        if self.profile in ("quick", "smoke"):
+            base = dataclasses.replace(base, **(QUICK if self.profile == "quick" else SMOKE))
         overrides = {name: getattr(self, name) for name in self.model_fields_set
                      if name not in ("profile", "device", "threads")
                      and getattr(self, name) is not None}

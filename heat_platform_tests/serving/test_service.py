@@ -157,3 +157,30 @@ def test_api_key_is_checked_before_validation(deployed):
         assert client.post("/predict", json={"points": []},
                            headers={"X-API-Key": "s3cret"}).status_code == 400
         assert client.get("/readyz").status_code == 200  # probes stay open
+
+
+def test_serving_drift_reads_the_log_window_and_the_nightly_schedule_asks_for_it(http, deployed):
+    import dagster as dg
+
+    from heat_platform.assets.monitoring import nightly_serving_drift
+    from heat_platform_tests.conftest import latest_materialization, materialize
+
+    rng = np.random.default_rng(0)  # users asking far outside the training domain
+    points = np.column_stack([rng.uniform(3, 6, 300), rng.uniform(0, 1, 300),
+                              rng.uniform(0.4, 0.5, 300)])
+    for chunk in np.array_split(points, 5):  # the log keeps <= 64 points per request
+        assert http.post("/predict", json={"points": chunk.tolist()}).status_code == 200
+    time.sleep(2.5)  # the serving log flushes every second
+
+    materialize(deployed.instance, deployed.resources, ["serving_drift"], EXPERIMENT,
+                run_config={"ops": {"serving_drift": {"config": {"window_hours": 1}}}})
+    # (default min_rows 200: the 300 points above are enough)
+    metadata = latest_materialization(deployed.instance, "serving_drift", EXPERIMENT).metadata
+    assert metadata["rows"].value >= 300
+    assert metadata["drift"].value is True and "x" in metadata["reasons"].value
+    assert metadata["out-of-domain share"].value > 0.1  # other tests asked in-domain points
+    assert metadata["Evidently report"].value.endswith(".html")
+
+    context = dg.build_schedule_context(instance=deployed.instance)
+    (request,) = nightly_serving_drift(context)
+    assert request.partition_key == EXPERIMENT and request.run_key.startswith("serving-drift:")
