@@ -36,6 +36,11 @@ def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
                 "automation", target=dg.AssetSelection.all(),
                 minimum_interval_seconds=AUTOMATION_INTERVAL_S,
                 default_status=dg.DefaultSensorStatus.RUNNING,
+                # One run per partition group: a tick that asks for experiment-level and
+                # batch-level assets at once would otherwise become a backfill, which Dagster
+                # 1.13 cannot root across these partition mappings (seen: "Unable to determine
+                # root partitions for backfill").
+                emit_backfills=False,
             ),
         ],
         resources=build_resources(paths),

@@ -1,5 +1,6 @@
-"""The real Dagster daemon on a temporary instance: the sensor and declarative automation
-discover files, add partitions, launch runs, and stay quiet when nothing is new."""
+"""The closed loop on the real Dagster daemon: sensors and declarative automation evaluated by
+Dagster itself on a temporary instance, exactly as in production, only with faster ticks and
+the `quick` training profile (about 40 s per training on 2 cores)."""
 
 import time
 
@@ -10,43 +11,65 @@ from heat_platform.local import LocalDaemon, wait_until
 from heat_platform.simulate import simulate_to_landing
 from heat_platform_tests.conftest import latest_materialization
 
+EXPERIMENT = "inclusion"
+ENV = {"HEAT_PLATFORM_PINN_PROFILE": "quick"}
 
-def runs_for(instance, asset: str) -> list:
-    return [r for r in instance.get_runs()
-            if r.asset_selection and dg.AssetKey(asset) in r.asset_selection]
+
+def deployed_version(instance):
+    found = latest_materialization(instance, "deployed_bento", EXPERIMENT)
+    return found and found.metadata["serves"].value.rsplit(" v", 1)[1].strip()
+
+
+def drift_of(instance, batch: str):
+    return latest_materialization(instance, "drift_report", f"{batch}|{EXPERIMENT}")
+
+
+def retrains(instance) -> list:
+    return instance.get_runs(filters=dg.RunsFilter(job_name="retrain"))
 
 
 @pytest.mark.slow
-def test_daemon_runs_the_graph_from_landing_files_to_the_gate(platform_paths):
+def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(platform_paths):
     for seed in (1, 2):
-        simulate_to_landing(platform_paths.landing, "inclusion", seed=seed)
-    with LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3,
-                     env={"HEAT_PLATFORM_PINN_PROFILE": "smoke"}) as daemon, \
-            dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
-        wait_until(lambda: latest_materialization(instance, "training_set", "inclusion"),
-                   timeout_s=240, what="the training set", daemon=daemon)
-        assert sorted(instance.get_dynamic_partitions("batches")) == ["b001", "b002"]
+        simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=seed)
+    daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV)
+    with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
+        def wait(what, probe, timeout_s=300):
+            return wait_until(probe, timeout_s=timeout_s, what=what, daemon=daemon)
+
+        # baseline: ingest -> training set -> PINN -> gate -> champion v1 -> deployed bento
+        wait("the first deployment", lambda: deployed_version(instance) == "1")
         ingest = [r for r in instance.get_runs() if r.job_name.startswith("ingest_")]
         assert sorted(r.job_name for r in ingest) == [
             "ingest_batch", "ingest_batch", "ingest_problem_spec"]
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in ingest)
+        assert latest_materialization(instance, "gate_report", EXPERIMENT) \
+            .metadata["decision"].value == "promote"
 
-        # automation trains on the new training set, and the gate judges the (smoke) model
-        gate = wait_until(lambda: latest_materialization(instance, "gate_report", "inclusion"),
-                          timeout_s=300, what="the gate", daemon=daemon)
-        assert gate.metadata["decision"].value == "reject"  # a smoke model is not good enough
-        assert latest_materialization(instance, "champion_model", "inclusion") is None
-        assert latest_materialization(instance, "deployed_bento", "inclusion") is None
+        # the material changes: drift -> exactly one retrain on the new regime -> v2 deployed
+        simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=3, shift="material")
+        report = wait("the drift report", lambda: drift_of(instance, "b003-material"))
+        assert report.metadata["drift"].value is True, report.metadata["reasons"].value
+        wait("the retrained champion", lambda: deployed_version(instance) == "2", timeout_s=400)
+        (retrain,) = retrains(instance)
+        assert retrain.status == dg.DagsterRunStatus.SUCCESS
+        assert retrain.tags["heat_platform/trigger"] == "drift"
+        assert retrain.tags["heat_platform/drift_batch"] == "b003-material"
+        trained_on = latest_materialization(instance, "training_set", EXPERIMENT)
+        assert "b001" not in trained_on.metadata["partitions"].value  # the new regime only
 
+        # more of the new material: judged against v2, no drift, no retrain
+        simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=4, shift="material")
+        report = wait("the benign drift report", lambda: drift_of(instance, "b004-material"))
+        assert report.metadata["drift"].value is False, report.metadata["reasons"].value
+        assert report.metadata["champion version"].value == "2"
+        time.sleep(10)  # several sensor and automation ticks
+        assert len(retrains(instance)) == 1
+
+    # a restarted daemon (and sensor) does not trigger again
+    with LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV), \
+            dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
         runs = len(instance.get_runs())
-        time.sleep(8)  # several more sensor and automation ticks with nothing new
-        assert len(instance.get_runs()) == runs
-
-        simulate_to_landing(platform_paths.landing, "inclusion", seed=3)
-        wait_until(lambda: "b003" in latest_materialization(
-            instance, "training_set", "inclusion").metadata["partitions"].value,
-                   timeout_s=180, what="the training set to refresh", daemon=daemon)
-        time.sleep(8)
-        # new data alone does not retrain (drift or a person does) nor re-judge the same model
-        assert len(runs_for(instance, "pinn_model")) == 1
-        assert len(runs_for(instance, "gate_report")) == 1
+        time.sleep(20)
+        assert len(retrains(instance)) == 1 and len(instance.get_runs()) == runs
+        failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert not failed, [(r.job_name, r.tags.get("dagster/partition")) for r in failed]

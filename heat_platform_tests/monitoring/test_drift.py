@@ -103,3 +103,12 @@ def test_alerts_post_json_to_the_webhook_and_are_off_without_one(receiver):
     # an unreachable receiver is logged, not raised
     assert not send_alert("http://127.0.0.1:9/none", severity="warning", title="x",
                           experiment="e", details={}, timeout_s=1)
+
+
+def test_a_batch_too_small_to_judge_claims_nothing_before_any_model_runs(tmp_path):
+    from heat_platform.monitoring.drift import batch_drift
+    from heat_platform.pinn.synthetic import SCENARIOS
+
+    report = batch_drift(frame(3000, 0), frame(600, 1), frame(0, 2), SCENARIOS["inclusion"].spec,
+                         tmp_path / "no-model-needed.pt", DriftThresholds())
+    assert not report.drift and "fewer than 200" in report.reasons[0]
