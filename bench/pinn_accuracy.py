@@ -9,7 +9,9 @@ L2RE of (u, a) (:func:`heat_platform.pinn.metrics.pinnacle_l2re`) at 20000 unifo
 the space-time box (fixed seed), with relL2(a) and relL2(u) beside it. The truths are used
 for scoring only. Wall time is that of ``train_pinn`` (DeepXDE is imported before the clock
 starts); the machine's load average is recorded before and after each run, because other
-work on a shared machine slows training down.
+work on a shared machine slows training down. Beside each PINN run: the classical inversion
+(adjoint FV, Laplacian Tikhonov, discrepancy principle) on the same noisy observations, scored
+at the same points (``--classical-only`` adds it to an existing JSON without retraining).
 
 What was tried (noise seed 0 unless noted; L2RE at the iteration shown; one thread, machine
 shared with other work, so seconds are indicative only). "u 2x32" means 2 hidden layers of 32.
@@ -76,6 +78,42 @@ def score(trained, spec) -> dict:
     }
 
 
+def classical_beside(seed: int, spec) -> dict:
+    """The classical inversion (Laplacian penalty, discrepancy principle) on the same noisy
+    observations, scored at the same points as the PINN."""
+    from heat_platform.pinn.inversion import invert_diffusivity
+
+    data = heatinv_observations(noise_seed=seed, spec=spec)
+    start = time.perf_counter()
+    result = invert_diffusivity(
+        {"x": data.x, "y": data.y, "t": data.t, "u": data.u, "sigma": data.sigma},
+        domain=spec.domain.bounds(), source=spec.source,
+        boundary_diffusivity=spec.boundary_diffusivity, penalty="laplacian", weight="discrepancy",
+    )
+    wall = time.perf_counter() - start
+    p = uniform_points(spec.domain.bounds(), EVAL_POINTS, seed=EVAL_SEED)
+    u, a = result.temperature(p["x"], p["y"], p["t"]), result.diffusivity(p["x"], p["y"])
+    u_true = spec.temperature_truth(x=p["x"], y=p["y"], t=p["t"])
+    a_true = spec.diffusivity_truth(x=p["x"], y=p["y"])
+    return {"method": "adjoint FV + Laplacian Tikhonov (discrepancy principle) + L-BFGS-B",
+            "l2re": round(pinnacle_l2re(u, a, u_true, a_true), 5),
+            "rel_l2_a": round(relative_l2(a, a_true), 5),
+            "rel_l2_u": round(relative_l2(u, u_true), 5), "wall_time_s": round(wall, 2)}
+
+
+def add_classical(path: Path) -> None:
+    """Put the classical inversion beside the PINN runs already in ``path`` (same seeds, same
+    noise draws, same evaluation points), without retraining the PINNs."""
+    report = json.loads(path.read_text())
+    spec = heatinv_spec()
+    for run in report["runs"]:
+        run["classical"] = classical_beside(run["noise_seed"], spec)
+        print(json.dumps({"noise_seed": run["noise_seed"], **run["classical"]}), flush=True)
+    report["summary"]["classical_l2re_mean"] = round(float(np.mean(
+        [run["classical"]["l2re"] for run in report["runs"]])), 5)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def run_seed(seed: int, config: PINNConfig, spec) -> dict:
     train = heatinv_observations(noise_seed=seed, spec=spec)
     config = dataclasses.replace(config, seed=seed)
@@ -100,6 +138,7 @@ def run_seed(seed: int, config: PINNConfig, spec) -> dict:
         "final_loss_data": last.get("loss_data"),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "classical": classical_beside(seed, spec),
     }
     print(json.dumps(result), flush=True)
     return result
@@ -140,7 +179,12 @@ def main() -> None:
         help="override PINNConfig fields of the profile",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--classical-only", action="store_true",
+                        help="only add the classical inversion beside the runs in --out")
     args = parser.parse_args()
+    if args.classical_only:
+        add_classical(args.out)
+        return
 
     config = getattr(PINNConfig, args.profile)()
     config = dataclasses.replace(
