@@ -21,8 +21,11 @@ def platform_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformP
     paths = PlatformPaths(tmp_path / "platform").ensure()
     monkeypatch.setenv("HEAT_PLATFORM_HOME", str(paths.home))
     monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("HEAT_PLATFORM_DB_URL", raising=False)
+    # Set, not deleted: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ,
+    # and monkeypatch only restores variables that existed or that it set itself, so a deleted
+    # one would leak the last test's store into the next tests.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}")
+    monkeypatch.delenv("HEAT_PLATFORM_DB_URL", raising=False)  # nothing sets it at run time
     return paths
 
 

@@ -53,11 +53,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
     prepare_instance(paths)
     paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(mlflow_template, paths.mlflow_dir / "mlflow.db")
-    resources = build_resources(paths)
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
-        with pytest.MonkeyPatch.context() as patch:  # only while building it
+        with pytest.MonkeyPatch.context() as patch:  # only while building it (see platform_paths)
             patch.setenv("HEAT_PLATFORM_HOME", str(paths.home))
             patch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+            patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}")
+            resources = build_resources(paths)
             simulate_to_landing(paths.landing, EXPERIMENT, seed=1)
             SensorDriver(instance, resources).until_quiet()
             materialize(instance, resources, ["training_set", "classical_inversion"], EXPERIMENT)
