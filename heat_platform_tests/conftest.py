@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -144,3 +147,30 @@ def latest_materialization(instance, asset: str, partition: str | None = None):
                               asset_partitions=[partition] if partition else None),
         limit=1).records
     return records[0].asset_materialization if records else None
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list] = []
+
+    def do_POST(self):
+        _Receiver.received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    """A local webhook receiver on a free loopback port: (url, list of received JSON bodies)."""
+    import threading
+
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.received = []
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
+    server.shutdown()
+    server.server_close()
+

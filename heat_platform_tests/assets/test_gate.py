@@ -33,7 +33,7 @@ def check_passed(instance, run_id: str) -> bool:
 
 
 def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested, resources,
-                                                                      storage, capsys):
+                                                                      storage, capsys, receiver):
     instance = ingested
     registry = ModelRegistry(resources["mlflow"], storage.catalog())
 
@@ -55,7 +55,11 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     assert {"gate/report.md", "gate/decision.json", "gate/diffusivity.png"} <= artifacts
 
     # 2. a worse model against the default thresholds: rejected, nothing downstream runs
-    worse = materialize(instance, resources, GATE, EXPERIMENT, raise_on_error=False,
+    from heat_platform.resources.alerts import AlertWebhook
+
+    url, alerts = receiver
+    worse = materialize(instance, {**resources, "alerts": AlertWebhook(url=url)}, GATE,
+                        EXPERIMENT, raise_on_error=False,
                         run_config=run_config(pinn={"adam_iterations": 10, "lbfgs_iterations": 0}))
     assert not worse.success and not check_passed(instance, worse.run_id)
     decision = worse.output_for_node("gate_report")
@@ -65,6 +69,9 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     assert not worse.asset_materializations_for_node("champion_model")
     assert registry.champion(EXPERIMENT).version == "1"
     assert registry.version(EXPERIMENT, "2").rejected
+    (alert,) = alerts  # the rejection was announced on the webhook
+    assert alert["title"] == "gate rejected heat-pinn-inclusion v2"
+    assert alert["details"]["reasons"] == decision.reasons and alert["links"]["mlflow run"]
 
     # 3. approval mode: a better model waits for a person
     better = materialize(instance, resources, GATE, EXPERIMENT, raise_on_error=False,

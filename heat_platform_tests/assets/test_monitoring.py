@@ -24,7 +24,11 @@ def drift_of(instance, resources, batch: str):
 
 
 def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor, resources,
-                                                                platform_paths):
+                                                                platform_paths, receiver):
+    from heat_platform.resources.alerts import AlertWebhook
+
+    url, alerts = receiver
+    resources = {**resources, "alerts": AlertWebhook(url=url)}
     instance = ingested
     first = drift_of(instance, resources, "b001")
     assert first["drift"].value is False and "no champion" in first["reasons"].value
@@ -45,6 +49,9 @@ def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor
     assert changed["misfit ratio"].value > 1.3 and "physics drift" in changed["reasons"].value
     assert changed["Evidently report"].value.endswith(".html")
     assert changed["champion version"].value == "1"
+    (alert,) = alerts  # the benign batch sent none
+    assert alert["severity"] == "warning" and "b003-material" in alert["title"]
+    assert alert["details"]["misfit_ratio"] > 1.3 and alert["links"]["report"].endswith(".html")
 
     context = dg.build_sensor_context(instance=instance)
     result = drift_retrain_sensor(context)

@@ -1,13 +1,9 @@
 """Drift on synthetic batches: Evidently input drift, physics drift, the serving log, alerts."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
 
 import numpy as np
 import polars as pl
-import pytest
 
 from heat_platform.monitoring.alerts import send_alert
 from heat_platform.monitoring.drift import (
@@ -67,29 +63,6 @@ def test_the_serving_log_is_read_per_experiment_and_window(tmp_path):
     read = read_serving_log(tmp_path, "a")
     assert read["x"].to_list() == [0.1, 0.2] and read["in_domain"].to_list() == [True, False]
     assert read_serving_log(tmp_path, "a", since_ts=1.8e9).height == 0
-
-
-class Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list] = []
-
-    def do_POST(self):
-        Receiver.received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def receiver():
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.received = []
-    yield f"http://127.0.0.1:{server.server_port}/hook", Receiver.received
-    server.shutdown()
-    server.server_close()
 
 
 def test_alerts_post_json_to_the_webhook_and_are_off_without_one(receiver):
