@@ -187,6 +187,10 @@ def test_serving_drift_reads_the_log_window_and_the_nightly_schedule_asks_for_it
     assert metadata["out-of-domain share"].value > 0.1  # other tests asked in-domain points
     assert metadata["Evidently report"].value.endswith(".html")
 
-    context = dg.build_schedule_context(instance=deployed.instance)
+    import datetime as dt
+
+    night = dt.datetime(2026, 11, 24, 3, tzinfo=dt.UTC)
+    context = dg.build_schedule_context(instance=deployed.instance, scheduled_execution_time=night)
     (request,) = nightly_serving_drift(context)
-    assert request.partition_key == EXPERIMENT and request.run_key.startswith("serving-drift:")
+    assert request.partition_key == EXPERIMENT
+    assert request.run_key == f"serving-drift:{EXPERIMENT}:2026-11-24"
