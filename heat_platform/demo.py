@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heat_platform.local import LocalDaemon, wait_until
+from heat_platform.local import LocalDaemon, latest_materialization, wait_until
 from heat_platform.paths import PlatformPaths
 from heat_platform.simulate import simulate_to_landing
 
@@ -26,15 +26,6 @@ class Story:
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f} s] {text}", flush=True)
-
-
-def latest(instance, asset: str, partition: str | None = None):
-    import dagster as dg
-
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
-                              asset_partitions=[partition] if partition else None), limit=1)
-    return records.records[0].asset_materialization if records.records else None
 
 
 def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
@@ -56,7 +47,7 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
 
         def has_batches(batches: list[str]):
             def probe():
-                found = latest(instance, "training_set", EXPERIMENT)
+                found = latest_materialization(instance, "training_set", EXPERIMENT)
                 if found and all(b in found.metadata["partitions"].value for b in batches):
                     return found
                 return None
@@ -69,7 +60,7 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
                   f"{training.metadata['n_validation'].value} validation rows on "
                   f"{training.metadata['held-out sensors'].value} held-out sensors")
         champion = wait("the first champion to be deployed",
-                        lambda: latest(instance, "deployed_bento", EXPERIMENT))
+                        lambda: latest_materialization(instance, "deployed_bento", EXPERIMENT))
         _tell_gate(story, instance)
         story.say(f"deployed {champion.metadata['bento'].value}: smoke test max |u - MLflow u| = "
                   f"{champion.metadata['smoke test: max |u - MLflow u|'].value:.2g}")
@@ -80,7 +71,7 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
                                          seed=seed, shift="material")
             story.say(f"landed {landed.name}: {what}")
             report = wait(f"the drift report of {landed.stem}",
-                          lambda: latest(instance, "drift_report", _batch_key(landed.stem)))
+                          lambda: latest_materialization(instance, "drift_report", _batch_key(landed.stem)))
             _tell_drift(story, landed.stem, report)
 
         # the material changes: drift -> retrain on the new regime -> gate -> deploy
@@ -115,16 +106,14 @@ def _batch_key(batch: str) -> str:
 
 
 def _deployed_version(instance, at_least: int):
-    found = latest(instance, "deployed_bento", EXPERIMENT)
+    found = latest_materialization(instance, "deployed_bento", EXPERIMENT)
     if found is None:
         return None
-    served = found.metadata["serves"].value
-    version = int(served.rsplit(" v", 1)[1].split()[0])
-    return found if version >= at_least else None
+    return found if int(found.metadata["champion version"].value) >= at_least else None
 
 
 def _tell_gate(story: Story, instance) -> None:
-    gate = latest(instance, "gate_report", EXPERIMENT)
+    gate = latest_materialization(instance, "gate_report", EXPERIMENT)
     lines = [line for line in gate.metadata["report"].value.splitlines()
              if line.startswith(("## Gate", "- ", "| | ", "| validation RMSE", "| relative PDE",
                                  "| relL2"))]

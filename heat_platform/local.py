@@ -111,3 +111,14 @@ def wait_until(probe: Callable[[], T | None], *, timeout_s: float, what: str,
             tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}{tail}")
         time.sleep(interval_s)
+
+
+def latest_materialization(instance, asset: str, partition: str | None = None):
+    """The newest materialization of an asset partition (an AssetMaterialization), or None."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization if records else None

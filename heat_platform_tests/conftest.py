@@ -15,6 +15,7 @@ os.environ.setdefault("DDE_BACKEND", "pytorch")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
+from heat_platform.local import latest_materialization  # noqa: F401 (the tests import it from here)
 from heat_platform.paths import PlatformPaths
 
 
@@ -67,13 +68,18 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def resources(platform_paths: PlatformPaths, mlflow_template: Path) -> dict:
     """The platform's resources on the test's home, with a real (SQLite) MLflow store."""
-    import shutil
-
     from heat_platform.resources import build_resources
 
-    platform_paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(mlflow_template, platform_paths.mlflow_dir / "mlflow.db")
+    install_mlflow_store(platform_paths, mlflow_template)
     return build_resources(platform_paths)
+
+
+def install_mlflow_store(paths: PlatformPaths, template: Path) -> None:
+    """Give a platform home its MLflow store: a copy of the session's empty template."""
+    import shutil
+
+    paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, paths.mlflow_dir / "mlflow.db")
 
 
 class SensorDriver:
@@ -136,17 +142,6 @@ def materialize(instance, resources: dict, selection: list[str], partition: str,
         [*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
         partition_key=partition, resources=resources, run_config=run_config, tags=tags,
         raise_on_error=raise_on_error)
-
-
-def latest_materialization(instance, asset: str, partition: str | None = None):
-    """The newest materialization of an asset partition (an AssetMaterialization), or None."""
-    import dagster as dg
-
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
-                              asset_partitions=[partition] if partition else None),
-        limit=1).records
-    return records[0].asset_materialization if records else None
 
 
 class _Receiver(BaseHTTPRequestHandler):

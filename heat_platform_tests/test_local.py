@@ -17,7 +17,7 @@ ENV = {"HEAT_PLATFORM_PINN_PROFILE": "quick"}
 
 def deployed_version(instance):
     found = latest_materialization(instance, "deployed_bento", EXPERIMENT)
-    return found and found.metadata["serves"].value.rsplit(" v", 1)[1].strip()
+    return found and found.metadata["champion version"].value
 
 
 def drift_of(instance, batch: str):

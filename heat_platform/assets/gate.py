@@ -14,7 +14,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from heat_platform.assets.partitions import experiments
+from heat_platform.assets.partitions import experiments, partitioned_check
 from heat_platform.data.ingest import StoredTrainingSet, current_spec
 from heat_platform.models.candidates import Champion, ModelCandidate
 from heat_platform.models.figures import markdown_image
@@ -24,15 +24,6 @@ from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 
 PROMOTED = "candidate_promoted"
-
-
-def _experiment_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description,
-                                 partitions_def=experiments)
 
 
 class ClassicalConfig(dg.Config):
@@ -104,8 +95,9 @@ class GateConfig(dg.Config):
     kinds={"mlflow"},
     owners=["team:heat-platform"],
     code_version="1",
-    check_specs=[_experiment_check(PROMOTED, "gate_report",
-                                   "The candidate was promoted (not rejected, not pending).")],
+    check_specs=[partitioned_check(PROMOTED, "gate_report",
+                                   "The candidate was promoted (not rejected, not pending).",
+                                   partitions_def=experiments)],
     # judge each new candidate once; new data alone does not re-judge the same model
     automation_condition=dg.AutomationCondition.eager().ignore(
         dg.AssetSelection.assets("training_set")),

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import dagster as dg
 
 from heat_platform.assets.partitions import (
-    batch_check,
     batch_partition,
     batches,
     experiment_and_batch,
     experiment_batches,
     experiments,
+    partitioned_check,
 )
 from heat_platform.data.discovery import plan_tick
 from heat_platform.data.ingest import ingest_batch, ingest_problem_spec
@@ -70,7 +70,7 @@ def problem_spec(context: dg.AssetExecutionContext, storage: PlatformStorage) ->
     kinds={"polars", "parquet"},
     owners=["team:heat-platform"],
     code_version="1",
-    check_specs=[batch_check(READABLE, "raw_measurements",
+    check_specs=[partitioned_check(READABLE, "raw_measurements",
                              "The file is a readable Parquet or CSV with the contract's columns.")],
 )
 def raw_measurements(context: dg.AssetExecutionContext,

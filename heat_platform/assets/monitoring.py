@@ -18,6 +18,8 @@ from heat_platform.assets.partitions import (
     experiment_and_batch,
     experiment_batches,
     experiments,
+    partitioned_check,
+    split_batch_key,
 )
 from heat_platform.monitoring.drift import DriftThresholds
 from heat_platform.resources.alerts import AlertWebhook
@@ -48,15 +50,6 @@ class DriftConfig(dg.Config):
                                self.misfit_ratio, self.min_rows)
 
 
-def _batch_warning(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(name, asset=asset, description=description,
-                                 partitions_def=experiment_batches)
-
-
 def _report_metadata(report, html_name: str) -> dict:
     return {
         "drift": report.drift,
@@ -77,8 +70,9 @@ def _report_metadata(report, html_name: str) -> dict:
     kinds={"evidently"},
     owners=["team:heat-platform"],
     code_version="1",
-    check_specs=[_batch_warning("no_drift", "drift_report",
-                                "The batch looks like the data the champion learned from.")],
+    check_specs=[partitioned_check("no_drift", "drift_report",
+                                   "The batch looks like the data the champion learned from.",
+                                   blocking=False)],
     deps=[dg.AssetDep("validated_measurements"),
           dg.AssetDep("champion_model", partition_mapping=by_experiment)],
     # every newly validated batch; a new champion alone does not re-judge old batches
@@ -156,7 +150,7 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
         drift = metadata.get("drift")
         if not (drift and drift.value and "champion version" in metadata):
             continue
-        experiment, batch = experiment_and_batch_key(record.partition_key)
+        experiment, batch = split_batch_key(record.partition_key)
         champion = metadata["champion version"].value
         requests.append(dg.RunRequest(
             run_key=f"drift:{experiment}:v{champion}",
@@ -167,11 +161,6 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
         ))
     cursor = str(records[-1].storage_id) if records else context.cursor
     return dg.SensorResult(run_requests=requests, cursor=cursor)
-
-
-def experiment_and_batch_key(partition_key: str) -> tuple[str, str]:
-    keys = experiment_batches.get_partition_key_from_str(partition_key).keys_by_dimension
-    return keys["experiment"], keys["batch"]
 
 
 class ServingDriftConfig(DriftConfig):

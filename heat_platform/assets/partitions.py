@@ -21,13 +21,15 @@ with warnings.catch_warnings():
     by_experiment = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="experiment")
 
 
-def batch_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-    """A blocking check evaluated per batch partition. Without its own partitions_def a check
-    on a partitioned asset is recorded without the partition (preview in Dagster 1.13)."""
+def partitioned_check(name: str, asset: str, description: str, *,
+                      partitions_def: dg.PartitionsDefinition = experiment_batches,
+                      blocking: bool = True) -> dg.AssetCheckSpec:
+    """A check evaluated per partition of its asset. Without its own partitions_def a check on
+    a partitioned asset is recorded without the partition (preview in Dagster 1.13)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description,
-                                 partitions_def=experiment_batches)
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
+                                 partitions_def=partitions_def)
 
 
 def batch_partition(experiment: str, batch: str) -> dg.MultiPartitionKey:
@@ -37,6 +39,12 @@ def batch_partition(experiment: str, batch: str) -> dg.MultiPartitionKey:
 def experiment_and_batch(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
                          ) -> tuple[str, str]:
     key = context.partition_key
-    keys = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else (
+    return split_batch_key(key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey)
+                           else key)
+
+
+def split_batch_key(key: str | dict[str, str]) -> tuple[str, str]:
+    """(experiment, batch) of an experiment x batch partition key (or its dimensions)."""
+    keys = key if isinstance(key, dict) else (
         experiment_batches.get_partition_key_from_str(key).keys_by_dimension)
     return keys["experiment"], keys["batch"]

@@ -34,7 +34,7 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
     models = [served_model(c) for c in [champion_model, *others] if c is not None]
     try:
         deployment = deploy(storage.paths, models, check=models[0],
-                            tracking_uri=mlflow.tracking_uri)
+                            mlflow=mlflow.mlflow())
     except SmokeTestFailed as error:
         raise dg.Failure(description=f"the new bento was not published: {error}",
                          allow_retries=False) from error
@@ -51,6 +51,7 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
             "serves": dg.MetadataValue.md("\n".join(
                 f"- {m.experiment}: {m.mlflow_model_name} v{m.mlflow_model_version}"
                 for m in models)),
+            "champion version": champion_model.version,
             "endpoint": deployment.served_url or "start it with `heat-platform serve` "
                                                  "(rolls out this bento)",
             "smoke test: ready after s": smoke.ready_after_s,

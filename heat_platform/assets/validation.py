@@ -14,10 +14,10 @@ import dagster as dg
 from pydantic import Field
 
 from heat_platform.assets.partitions import (
-    batch_check,
     by_experiment,
     experiment_and_batch,
     experiment_batches,
+    partitioned_check,
 )
 from heat_platform.data.ingest import as_markdown_table, current_spec, validate_batch
 from heat_platform.resources.storage import PlatformStorage
@@ -55,10 +55,10 @@ class ValidationConfig(dg.Config):
         ),
     ],
     check_specs=[
-        batch_check(QUARANTINE_SHARE, "validated_measurements",
+        partitioned_check(QUARANTINE_SHARE, "validated_measurements",
                     "At most the configured share of rows is quarantined and enough valid rows "
                     "remain."),
-        batch_check(EXPECTATIONS, "validated_measurements",
+        partitioned_check(EXPECTATIONS, "validated_measurements",
                     "Great Expectations suite: columns and types, non-null and finite values, "
                     "domain, physical range, no duplicates, sigma > 0."),
     ],

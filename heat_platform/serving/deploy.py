@@ -69,13 +69,11 @@ def smoke_points(model: ServedModel, n: int = SMOKE_POINTS, seed: int = 0) -> np
     return np.column_stack([rng.uniform(*model.domain[axis], n) for axis in ("x", "y", "t")])
 
 
-def registry_prediction(tracking_uri: str, model: ServedModel, points: np.ndarray) -> np.ndarray:
-    """u from the MLflow registry's copy of the model version (not the local file)."""
-    import mlflow
+def registry_prediction(mlflow, model: ServedModel, points: np.ndarray) -> np.ndarray:
+    """u from the MLflow registry's copy of the model version (not the local file);
+    ``mlflow`` is the module pointed at the platform's store (MlflowTracking.mlflow())."""
     import torch
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     network = mlflow.pytorch.load_model(
         f"models:/{model.mlflow_model_name}/{model.mlflow_model_version}")
     with torch.inference_mode():
@@ -113,13 +111,13 @@ def smoke_test(server: BentoServer, model: ServedModel, expected: np.ndarray,
 
 
 def deploy(paths: PlatformPaths, models: list[ServedModel], *, check: ServedModel,
-           tracking_uri: str, default: str | None = None) -> Deployment:
+           mlflow, default: str | None = None) -> Deployment:
     """Build, smoke-test and publish a bento serving ``models``; ``check`` is smoke-tested."""
     default = default or (check.experiment if len(models) == 1 else sorted(
         m.experiment for m in models)[0])
     bento = build_bento(paths.bentoml_home, models, default, bento_version(models))
     points = smoke_points(check)
-    expected = registry_prediction(tracking_uri, check, points)
+    expected = registry_prediction(mlflow, check, points)
     server = BentoServer.start(bento, bentoml_home=paths.bentoml_home,
                                log_dir=paths.serving / "servers",
                                env={"HEAT_SERVING_LOG_DIR": str(paths.serving / "smoke-log")})

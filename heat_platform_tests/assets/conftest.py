@@ -8,6 +8,9 @@ from heat_platform_tests.conftest import materialize
 EXPERIMENT = "inclusion"
 # Trains in seconds on 2 cores; what a model learns is judged in bench/pinn_accuracy.py.
 TINY = {"profile": "smoke", "threads": 2}
+# Gate thresholds a coarse test model passes (the thresholds themselves are tested on
+# hand-made scores in models/test_gate_decisions.py).
+RELAXED = {"max_rmse_to_noise": 1e3, "max_residual_relative": 1e3}
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import sqlalchemy as sa
 from heat_platform.cli import main
 from heat_platform.models.registry import ModelRegistry
 from heat_platform.serving.rollout import desired_deployment_path, read_json
-from heat_platform_tests.assets.conftest import EXPERIMENT, TINY
+from heat_platform_tests.assets.conftest import EXPERIMENT, RELAXED, TINY
 from heat_platform_tests.conftest import latest_materialization, materialize
 
-RELAXED = {"max_rmse_to_noise": 1e3, "max_residual_relative": 1e3}
 GATE = ["pinn_model", "gate_report", "champion_model"]
 
 

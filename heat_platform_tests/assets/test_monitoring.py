@@ -10,11 +10,10 @@ import dagster as dg
 from heat_platform.assets.monitoring import REGIME_START, drift_retrain_sensor
 from heat_platform.assets.partitions import batch_partition
 from heat_platform.simulate import simulate_to_landing
-from heat_platform_tests.assets.conftest import EXPERIMENT
+from heat_platform_tests.assets.conftest import EXPERIMENT, RELAXED
 from heat_platform_tests.conftest import latest_materialization, materialize
 
 COARSE = {"adam_iterations": 200, "lbfgs_iterations": 150, "n_domain": 500, "threads": 2}
-RELAXED = {"max_rmse_to_noise": 1e3, "max_residual_relative": 1e3}
 
 
 def drift_of(instance, resources, batch: str):

@@ -4,7 +4,6 @@ gate (relaxed for a smoke model), the champion, and the real deployed_bento asse
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,8 @@ import pytest
 
 from heat_platform.paths import PlatformPaths
 from heat_platform.serving.server import BentoServer
-from heat_platform_tests.assets.conftest import EXPERIMENT, TINY
-from heat_platform_tests.conftest import SensorDriver, materialize
-
-RELAXED = {"max_rmse_to_noise": 1e3, "max_residual_relative": 1e3}
+from heat_platform_tests.assets.conftest import EXPERIMENT, RELAXED, TINY
+from heat_platform_tests.conftest import SensorDriver, install_mlflow_store, materialize
 
 
 @dataclass
@@ -51,8 +48,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
 
     paths = PlatformPaths(tmp_path_factory.mktemp("deployed") / "platform").ensure()
     prepare_instance(paths)
-    paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(mlflow_template, paths.mlflow_dir / "mlflow.db")
+    install_mlflow_store(paths, mlflow_template)
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         with pytest.MonkeyPatch.context() as patch:  # only while building it (see platform_paths)
             patch.setenv("HEAT_PLATFORM_HOME", str(paths.home))
