@@ -37,6 +37,8 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | seed 2: w_pde 3 | 0.064 at 4000, still converging | |
 | seed 2: H1 penalty 0.01 mean(grad a)^2 | 0.036 min at 1800, 0.055 at 3500 | |
 | seed 2: a 1x16 | 0.046 min at 2600 | |
+| seed 2: stop when the data misfit reaches the noise level (discrepancy principle) | 0.056-0.066 | misfit at the truth's 0.991 by 1300-1400 its, while the residual is still 4x its final value; L2RE min 0.045 at 1600 |
+| seed 2: 10 % of the points held out, keep the state of least validation RMSE | 0.047 (at 1900) | validation RMSE varies by 0.3 % over 1000-3500 its; min L2RE 0.046 at 1800, 0.056 at 3500 |
 
 Where the error is: a is least identifiable near x = 0 and y = 0, where u = exp(-t) sin(pi x)
 sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); the remaining error of a is a

@@ -6,6 +6,7 @@ that works in PHYSICAL units::
 
     module = torch.jit.load("model.pt")
     ua = module(points)                  # points [N, 3] (x, y, t) -> [N, 2] (u, a)
+    u = module.temperature(points)       # [N]: u alone, without evaluating a (cheaper)
     a = module.diffusivity(xy)           # xy [N, 2] -> [N]
     inside = module.in_domain(points)    # [N] bool: within the training domain (edges included)
     module.domain_bounds                 # [3, 2] buffer: rows x, y, t; columns lo, hi
@@ -46,6 +47,9 @@ class ServingModule(torch.nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self.net(points.to(self.domain_bounds.dtype))
 
+    def temperature(self, points: torch.Tensor) -> torch.Tensor:
+        return self.net.temperature(points.to(self.domain_bounds.dtype))
+
     def diffusivity(self, xy: torch.Tensor) -> torch.Tensor:
         return self.net.diffusivity(xy.to(self.domain_bounds.dtype))
 
@@ -71,7 +75,12 @@ def export_pinn(trained, path: str | Path) -> Path:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace_module(
             module,
-            {"forward": points, "diffusivity": points[:, :2].contiguous(), "in_domain": points},
+            {
+                "forward": points,
+                "temperature": points,
+                "diffusivity": points[:, :2].contiguous(),
+                "in_domain": points,
+            },
         )
     metadata = {
         "format": FORMAT,
@@ -83,7 +92,8 @@ def export_pinn(trained, path: str | Path) -> Path:
         "fingerprint": trained.fingerprint,
         "iterations": trained.iterations,
         "torch_version": torch.__version__,
-        "inputs": "forward(points[N, 3] = x, y, t) -> [N, 2] = u, a; diffusivity(xy[N, 2]) -> [N]",
+        "inputs": "forward(points[N, 3] = x, y, t) -> [N, 2] = u, a; temperature(points[N, 3]) "
+        "-> [N] = u; diffusivity(xy[N, 2]) -> [N]",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

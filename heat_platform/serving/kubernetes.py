@@ -22,7 +22,9 @@ def bento_manifests(bento: str, *, namespace: str = "heat-platform", replicas: i
     selector = {"app.kubernetes.io/name": app}
     meta_labels = {**selector, "app.kubernetes.io/version": version,
                    "app.kubernetes.io/part-of": "heat-platform", **(labels or {})}
-    env = [{"name": "HEAT_SERVING_LOG_DIR", "value": "/var/log/heat-serving"}]
+    env = [{"name": "HEAT_SERVING_LOG_DIR", "value": "/var/log/heat-serving"},
+           # In a container the service would count the node's cores, not the pod's CPU limit.
+           {"name": "HEAT_SERVING_WORKERS", "value": str(front_workers(cpu))}]
     if api_key_secret:
         env.append({"name": "HEAT_SERVING_API_KEY",
                     "valueFrom": {"secretKeyRef": {"name": api_key_secret, "key": "api-key"}}})
@@ -66,6 +68,12 @@ def bento_manifests(bento: str, *, namespace: str = "heat-platform", replicas: i
         "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
     }
     return [deployment, service]
+
+
+def front_workers(cpu: str) -> int:
+    """One front worker per whole core of a Kubernetes CPU quantity ("2", "1.5", "500m")."""
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, int(cores))
 
 
 def write_manifests(path: Path, bento: str, **options) -> Path:

@@ -64,6 +64,8 @@ def test_the_artifact_gives_the_live_models_numbers(exported, points):
     np.testing.assert_allclose(out[:, 1], a, rtol=1e-6, atol=1e-7)
     a_only = module.diffusivity(torch.as_tensor(np.stack([x, y], axis=1))).double().numpy()
     np.testing.assert_allclose(a_only, trained.diffusivity(x, y), rtol=1e-6, atol=1e-7)
+    u_only = module.temperature(torch.as_tensor(np.stack([x, y, t], axis=1))).double().numpy()
+    np.testing.assert_allclose(u_only, u, rtol=1e-6, atol=1e-7)
 
 
 def test_the_artifact_knows_its_domain_and_metadata(exported, spec):

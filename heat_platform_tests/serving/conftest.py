@@ -70,7 +70,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
 @pytest.fixture(scope="module")
 def server(deployed: Deployed) -> Iterator[BentoServer]:
     """`bentoml serve` of the deployed bento, every request sampled into the serving log."""
-    with deployed.start(HEAT_SERVING_LOG_SAMPLE="1.0", HEAT_SERVING_MAX_POINTS="2000") as running:
+    with deployed.start(HEAT_SERVING_LOG_SAMPLE="1.0", HEAT_SERVING_MAX_POINTS="2000",
+                          HEAT_SERVING_DIRECT_MAX_POINTS="100") as running:
         yield running
 
 

@@ -15,6 +15,7 @@ import yaml
 from heat_platform.local import wait_until
 from heat_platform.serving.bento import build_bento
 from heat_platform.serving.deploy import served_model
+from heat_platform.serving.kubernetes import front_workers
 from heat_platform.serving.rollout import (
     desired_deployment_path,
     live_state_path,
@@ -44,9 +45,15 @@ def test_the_deployed_bento_is_smoke_tested_published_and_audited(deployed):
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["resources"]["requests"] and container["resources"]["limits"]
+    workers = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert workers["HEAT_SERVING_WORKERS"] == str(front_workers(container["resources"]["limits"]["cpu"]))
 
     (entry,) = [e for e in _audit(deployed) if e.action == "deploy"]
     assert entry.to_version == deployed.champion.version and deployed.bento in entry.reasons[0]
+
+
+def test_front_workers_follow_the_pods_cpu_limit():
+    assert [front_workers(cpu) for cpu in ("500m", "1", "1.5", "2", "4000m")] == [1, 1, 1, 2, 4]
 
 
 def _audit(deployed):

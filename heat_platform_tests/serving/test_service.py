@@ -54,7 +54,8 @@ def test_every_endpoint_answers_with_the_registry_lineage(http, registered, depl
     assert_lineage(batch, registered, deployed)
     named = http.post("/predict", json={"points": points[:1], "experiment": EXPERIMENT})
     assert named.status_code == 200
-    # past HEAT_SERVING_DIRECT_MAX_POINTS (64) requests go through the batching model worker
+    # past HEAT_SERVING_DIRECT_MAX_POINTS (100 in this server) requests go through the
+    # batching model worker
     many = np.random.default_rng(1).uniform([0, 0, 0], [2, 1, 0.5], (500, 3))
     through_worker = http.post("/predict", json={"points": many.tolist()}).json()
     reference = network(torch.tensor(many, dtype=torch.float32)).double().numpy()
