@@ -4,11 +4,13 @@ Two BentoML services in one server:
 
 * ``HeatModels`` holds the champion TorchScript module of every served experiment (class-level
   ``BentoModel``s named in ``served_models.json``, which the platform writes when it builds the
-  bento) and exposes one batchable method, so concurrent requests are merged by BentoML's
+  bento) and exposes one batchable method, so concurrent large requests are merged by BentoML's
   adaptive batching before the network runs.
-* ``HeatService`` is what clients call: it validates input, routes to an experiment, flags points
-  outside the training domain, answers with the model's lineage, counts predictions for
-  Prometheus and samples requests into the serving log.
+* ``HeatService`` is what clients call: it validates input, routes to an experiment, answers
+  requests of up to ``DIRECT_MAX_POINTS`` points with its own copy of the networks (cheaper than
+  the hop to ``HeatModels`` for them; bench/serving.py), flags points outside the training
+  domain, answers with the model's lineage, counts predictions for Prometheus and samples
+  requests into the serving log.
 """
 
 from __future__ import annotations
