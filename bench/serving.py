@@ -588,10 +588,12 @@ def main() -> None:
             stack.callback(services[-1].stop)
         # The design's listing runs one uvicorn process; with one per core it is measured too,
         # since the bento's default is one front worker per core.
-        for position, workers in ((1, 1), (2, os.cpu_count() or 1)):
-            if workers > 1 or position == 1:
-                services.insert(position, start_naive(model, logs, workers))
-                stack.callback(services[position].stop)
+        cores = os.cpu_count() or 1
+        naive: list[Service] = []
+        for workers in sorted({1, cores}):
+            naive.append(start_naive(model, logs, workers))
+            stack.callback(naive[-1].stop)
+        services[1:1] = naive
         check = same_answers(services)
         pids = {service.label: service.pid for service in services}
         print("servers ready:", {s.label: s.url for s in services}, flush=True)

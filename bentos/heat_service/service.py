@@ -53,24 +53,25 @@ FRONT_WORKERS = int(os.environ.get("HEAT_SERVING_WORKERS") or min(os.cpu_count()
 # BentoML's OpenTelemetry spans cost ~10 % of a small request and go nowhere unless an exporter
 # is configured (a BentoML configuration file, BENTOML_CONFIG, and its exporter package), so no
 # URL is traced unless HEAT_SERVING_TRACING=1.
-TRACING = ({} if os.environ.get("HEAT_SERVING_TRACING", "0") in ("1", "true", "on")
-           else {"excluded_urls": [".*"]})
+def _flag(name: str, default: bool) -> bool:
+    """An on/off environment variable: 1/true/on turn on what is off by default, 0/false/off
+    turn off what is on by default (case-insensitive)."""
+    value = os.environ.get(name, "").strip().lower()
+    return value not in ("0", "false", "off") if default else value in ("1", "true", "on")
+
+
+TRACING = {} if _flag("HEAT_SERVING_TRACING", default=False) else {"excluded_urls": [".*"]}
 # BentoML's per-request access log line (the sampled serving log is written either way).
-ACCESS_LOG = os.environ.get("HEAT_SERVING_ACCESS_LOG", "1") not in ("0", "false", "off")
+ACCESS_LOG = _flag("HEAT_SERVING_ACCESS_LOG", default=True)
 
 
 class _HeatModels:
     """The networks; rows arrive as [experiment index, x, y, t] from many requests at once."""
 
     def __init__(self) -> None:
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
-        self.torch = torch
-        self.networks = [
-            torch.jit.load(getattr(self, _attribute(name)).path_of("model.pt"), map_location="cpu")
-            for name in EXPERIMENTS
-        ]
+        self.torch = _torch()
+        self.networks = [_network(self.torch, getattr(self, _attribute(name)))
+                         for name in EXPERIMENTS]
 
     # max_latency_ms is the point where BentoML sheds load (503), not the batching window,
     # which adapts by itself; on a busy 2-core machine 20 ms would shed ordinary traffic.
@@ -79,11 +80,9 @@ class _HeatModels:
         """[n, 4] rows -> [n, 2] (u, a) in physical units."""
         out = np.empty((len(rows), 2), dtype=np.float64)
         index = rows[:, 0].astype(np.int64)
-        with self.torch.inference_mode():
-            for experiment in np.unique(index):
-                mask = index == experiment
-                points = self.torch.from_numpy(np.ascontiguousarray(rows[mask, 1:4], np.float32))
-                out[mask] = self.networks[experiment](points).double().numpy()
+        for experiment in np.unique(index):
+            mask = index == experiment
+            out[mask] = _run(self.torch, self.networks[experiment], rows[mask, 1:4])
         return out
 
 
@@ -121,19 +120,17 @@ class HeatService:
     models = bentoml.depends(HeatModels)
 
     def __init__(self) -> None:
-        import torch
-
         self.lineage = {name: _lineage(bentoml.models.get(MANIFEST["models"][name]))
                         for name in EXPERIMENTS}
         # Requests up to DIRECT_MAX_POINTS are answered here directly: the hop to the model
         # worker (two HTTP stacks, pickling) costs several times the network's own time for
         # them. Larger batches go through the adaptive-batching model worker, which merges
         # concurrent ones and keeps the front workers' event loops free.
-        torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
-        self.torch = torch
-        self.direct = {name: torch.jit.load(bentoml.models.get(MANIFEST["models"][name])
-                                            .path_of("model.pt"), map_location="cpu")
+        self.torch = _torch()
+        self.direct = {name: _network(self.torch, bentoml.models.get(MANIFEST["models"][name]))
                        for name in EXPERIMENTS}
+        self.temperature = {name: _temperature_method(network)
+                            for name, network in self.direct.items()}
         self.log = ServingLog.from_env()
         self.predictions = bentoml.metrics.Counter(
             name="heat_predictions_total", documentation="Points predicted",
@@ -219,17 +216,10 @@ class HeatService:
         return values, in_domain
 
     def _direct(self, name: str, xyt: np.ndarray, quantity: str) -> np.ndarray:
-        """The network in this worker, evaluating only the quantity asked for (models exported
-        before ``temperature`` existed evaluate both)."""
-        network = self.direct[name]
-        with self.torch.inference_mode():
-            if quantity == "a":
-                points = self.torch.from_numpy(np.ascontiguousarray(xyt[:, :2], np.float32))
-                return network.diffusivity(points).double().numpy()
-            points = self.torch.from_numpy(np.ascontiguousarray(xyt, np.float32))
-            if hasattr(network, "temperature"):
-                return network.temperature(points).double().numpy()
-            return network(points)[:, 0].double().numpy()
+        """The network in this worker, evaluating only the quantity asked for."""
+        if quantity == "a":
+            return _run(self.torch, self.direct[name].diffusivity, xyt[:, :2])
+        return _run(self.torch, self.temperature[name], xyt)
 
     def _answered(self, name: str, endpoint: str, xyt: np.ndarray, values: np.ndarray,
                   in_domain: np.ndarray, started: float) -> dict[str, Any]:
@@ -247,6 +237,32 @@ class HeatService:
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return answer
+
+
+def _torch() -> Any:
+    """torch, imported when a worker starts, with HEAT_SERVING_TORCH_THREADS threads (default 1)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
+    return torch
+
+
+def _network(torch: Any, model: Any) -> Any:
+    """The TorchScript module of a BentoML model (a stored model or a class-level BentoModel)."""
+    return torch.jit.load(model.path_of("model.pt"), map_location="cpu")
+
+
+def _temperature_method(network: Any) -> Any:
+    """u alone; models exported before ``temperature`` existed evaluate u and a and keep u."""
+    if hasattr(network, "temperature"):
+        return network.temperature
+    return lambda points: network(points)[:, 0]
+
+
+def _run(torch: Any, method: Any, points: np.ndarray) -> np.ndarray:
+    """A network method on points (float32 in, float64 numpy out), without autograd."""
+    with torch.inference_mode():
+        return method(torch.from_numpy(np.ascontiguousarray(points, np.float32))).double().numpy()
 
 
 def _array(points: list[tuple[float, ...]], width: int) -> np.ndarray:

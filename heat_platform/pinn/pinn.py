@@ -410,12 +410,15 @@ def _deepxde_parts():
 
         def forward(self, points: torch.Tensor) -> torch.Tensor:
             xi = (points - self.center) / self.scale
-            u = self.u_center + self.u_scale * self.u_net(xi)[:, 0]
+            u = self._temperature(xi)
             return torch.stack([u, self._diffusivity(points[:, :2], xi[:, :2])], dim=1)
 
         def temperature(self, points: torch.Tensor) -> torch.Tensor:
             """u alone (the a-network is not evaluated)."""
-            return self.u_center + self.u_scale * self.u_net((points - self.center) / self.scale)[:, 0]
+            return self._temperature((points - self.center) / self.scale)
+
+        def _temperature(self, xi: torch.Tensor) -> torch.Tensor:
+            return self.u_center + self.u_scale * self.u_net(xi)[:, 0]
 
         def diffusivity(self, xy: torch.Tensor) -> torch.Tensor:
             return self._diffusivity(xy, (xy - self.center[:2]) / self.scale[:2])
