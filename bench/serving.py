@@ -230,6 +230,7 @@ def _front_workers(pid: int) -> int:
 
 
 def start_naive(model: Path, log_dir: Path, workers: int = 1) -> Service:
+    from heat_platform.processes import stop_process_group
     from heat_platform.serving.server import free_port
 
     port = free_port()
@@ -242,15 +243,7 @@ def start_naive(model: Path, log_dir: Path, workers: int = 1) -> Service:
                                    start_new_session=True)
 
     def stop() -> None:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop_process_group(process, grace_s=15)
 
     import httpx
 

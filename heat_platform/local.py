@@ -7,9 +7,7 @@ Dagster itself exactly as in production, and wait for what they produce through 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from typing import TypeVar
 
 from heat_platform.instance import PROJECT_ROOT, prepare_instance
 from heat_platform.paths import PlatformPaths
+from heat_platform.processes import stop_process_group
 
 T = TypeVar("T")
 
@@ -55,16 +54,8 @@ class LocalDaemon:
 
     def stop(self, grace_s: float = 30.0) -> None:
         """SIGTERM the whole group (daemon and the runs it launched), SIGKILL after grace."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process_group(self.process, grace_s=grace_s, kill_wait_s=10)
 
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from heat_platform.processes import stop_process_group
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,16 +71,7 @@ class BentoServer:
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the process group (graceful: in-flight requests finish), SIGKILL after grace."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_process_group(self.process, grace_s=grace)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

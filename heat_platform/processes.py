@@ -1,0 +1,23 @@
+"""Child process groups the platform starts (`bentoml serve`, `dagster-daemon`): stop them whole."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float, kill_wait_s: float = 5.0) -> None:
+    """SIGTERM the group of ``process`` (started with ``start_new_session=True``), so every worker
+    it forked stops too; SIGKILL the group if it has not exited after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=kill_wait_s)
