@@ -33,17 +33,37 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | u 3x20 | 0.034 min at 2900, <= 0.04 from 2300 to 4000 | |
 | **u 2x32** (accurate profile, 2500 its) | **0.030 min at 2500, <= 0.04 from 1900 to 4000** | seed 1: 0.029-0.033 from 1400 to 4000 |
 | u 2x32, seed 2 | 0.045 min at 1600, 0.054 at 2500, 0.057 at 4000 | the hard seed |
+| accurate profile, noise seeds 3 / 4 / 5 (2 threads, 172-181 s) | 0.038 / 0.053 / 0.070 | over seeds 0-5: mean 0.046, <= 0.04 on 3 of 6 (bench/results/pinn_accuracy_seeds3-5.json) |
 | seed 2: 4000 collocation points | 0.035 min at 2100, 0.044 at 2500, 0.050 at 3000 | |
 | seed 2: w_pde 3 | 0.064 at 4000, still converging | |
 | seed 2: H1 penalty 0.01 mean(grad a)^2 | 0.036 min at 1800, 0.055 at 3500 | |
 | seed 2: a 1x16 | 0.046 min at 2600 | |
 | seed 2: stop when the data misfit reaches the noise level (discrepancy principle) | 0.056-0.066 | misfit at the truth's 0.991 by 1300-1400 its, while the residual is still 4x its final value; L2RE min 0.045 at 1600 |
 | seed 2: 10 % of the points held out, keep the state of least validation RMSE | 0.047 (at 1900) | validation RMSE varies by 0.3 % over 1000-3500 its; min L2RE 0.046 at 1800, 0.056 at 3500 |
+| seed 2: H1 penalty 0.003 mean(grad a)^2 (3000 its) | 0.047 min at 1500, 0.056 at 3000 | |
+| seed 2: H2 penalty 3e-4 mean(lap a)^2 (3000 its) | 0.050 min at 1700, 0.053 at 3000 | a smoothness prior does not stop the late drift |
+| seed 2: L2 penalty 1e-4 on the u-network's weights (3000 its) | 0.047 min at 1400, 0.056 at 3000 | |
+| seed 2: float64 (3000 its) | 0.065 min at 2600, 0.069 at 3000 | twice the time per iteration |
+| seed 2: two initialisations (seeds 12, 22), a averaged | 0.050 / 0.057 alone, 0.051 averaged | their errors of a correlate (0.82): the error comes from the noise draw, not from the initialisation |
+| seeds 2 / 5: a frozen at a_b during Adam, then joint L-BFGS (3000 its) | 2: 0.045 min at 1600, 0.054 at 2500; 5: 0.063 min at 2200, 0.070 at 2500 | the Adam phase's wild a (L2RE up to 7 at step 500) is not the cause |
+| a-network first fitted to the classical inversion's a (discrepancy principle, ~5 s), frozen during Adam, then joint L-BFGS (3000 its) | at 2500 its, seeds 0/1/2/5: 0.020 / 0.039 / 0.042 / 0.051 (plain: 0.030 / 0.029 / 0.054 / 0.070); minima 0.019 / 0.034 / 0.030 / 0.044 | seeds 3 / 4: 0.040 / 0.053 (plain 0.038 / 0.053); over seeds 0-5 mean 0.041, max 0.053 (plain 0.046, 0.070), <= 0.04 on 3 of 6 either way; not built into train_pinn yet: the lead for the next step (the late drift remains) |
 
 Where the error is: a is least identifiable near x = 0 and y = 0, where u = exp(-t) sin(pi x)
-sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); the remaining error of a is a
-smooth blob of +-0.1-0.2 there, whose size depends on the noise draw. The classical inversion
-with an H2 penalty has the same spread over seeds (0.038-0.050, README).
+sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); on seed 2 the error of a is
+largest there (rms 0.13-0.19 within |x| or |y| < 0.15) but not only there (rms ~0.10 in the
+rest of the interior), and its shape depends on the noise draw.
+
+How hard each noise draw is: beside every PINN run, the classical inversion (H2 penalty) is
+also run at fixed penalty weights (``ORACLE_WEIGHTS``) and the best of them is reported
+(``oracle_best``): an oracle, since it picks the weight with the truth. Over noise seeds 0-9 it
+is 0.038, 0.039, 0.057, 0.039, 0.046, 0.036, 0.036, 0.037, 0.050, 0.048: four draws in ten
+stay above 0.04 for a smoothness prior of any strength. Seed 2 is the hardest of the ten, and on
+it the PINN (0.054 at the end, 0.045 on its way) is already below the oracle; but on seed 5 the
+oracle reaches 0.036 while the PINN ends at 0.070 (seed 4: 0.046 and 0.053), so the PINN's
+error is not the noise draw's alone: its implicit prior (the networks' smoothness, the point
+where L-BFGS stops) is weaker than a tuned Tikhonov penalty on some draws. Starting the a-network
+from the classical solution (table, last row) is the lead that helped on the draws where the
+PINN was worst.
 """
 
 from __future__ import annotations
@@ -80,27 +100,49 @@ def score(trained, spec) -> dict:
     }
 
 
+ORACLE_WEIGHTS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
 def classical_beside(seed: int, spec) -> dict:
     """The classical inversion (Laplacian penalty, discrepancy principle) on the same noisy
-    observations, scored at the same points as the PINN."""
+    observations, scored at the same points as the PINN; beside it, the same inversion at a
+    few fixed penalty weights and the best of them (an oracle: it picks the weight with the
+    truth), which tells how hard this noise draw is for a smoothness prior at any strength."""
+    data = heatinv_observations(noise_seed=seed, spec=spec)
+    result = _classical(data, spec, "discrepancy")
+    sweep = {f"{w:g}": _classical(data, spec, w)["l2re"] for w in ORACLE_WEIGHTS}
+    best = min(sweep, key=sweep.get)
+    return {
+        "method": "adjoint FV + Laplacian Tikhonov (discrepancy principle) + L-BFGS-B",
+        **result,
+        "fixed_weight_l2re": sweep,
+        "oracle_best": {"weight": float(best), "l2re": sweep[best]},
+    }
+
+
+def _classical(data, spec, weight: str | float) -> dict:
     from heat_platform.pinn.inversion import invert_diffusivity
 
-    data = heatinv_observations(noise_seed=seed, spec=spec)
     start = time.perf_counter()
     result = invert_diffusivity(
         {"x": data.x, "y": data.y, "t": data.t, "u": data.u, "sigma": data.sigma},
-        domain=spec.domain.bounds(), source=spec.source,
-        boundary_diffusivity=spec.boundary_diffusivity, penalty="laplacian", weight="discrepancy",
+        domain=spec.domain.bounds(),
+        source=spec.source,
+        boundary_diffusivity=spec.boundary_diffusivity,
+        penalty="laplacian",
+        weight=weight,
     )
     wall = time.perf_counter() - start
     p = uniform_points(spec.domain.bounds(), EVAL_POINTS, seed=EVAL_SEED)
     u, a = result.temperature(p["x"], p["y"], p["t"]), result.diffusivity(p["x"], p["y"])
     u_true = spec.temperature_truth(x=p["x"], y=p["y"], t=p["t"])
     a_true = spec.diffusivity_truth(x=p["x"], y=p["y"])
-    return {"method": "adjoint FV + Laplacian Tikhonov (discrepancy principle) + L-BFGS-B",
-            "l2re": round(pinnacle_l2re(u, a, u_true, a_true), 5),
-            "rel_l2_a": round(relative_l2(a, a_true), 5),
-            "rel_l2_u": round(relative_l2(u, u_true), 5), "wall_time_s": round(wall, 2)}
+    return {
+        "l2re": round(pinnacle_l2re(u, a, u_true, a_true), 5),
+        "rel_l2_a": round(relative_l2(a, a_true), 5),
+        "rel_l2_u": round(relative_l2(u, u_true), 5),
+        "wall_time_s": round(wall, 2),
+    }
 
 
 def add_classical(path: Path) -> None:
@@ -111,9 +153,15 @@ def add_classical(path: Path) -> None:
     for run in report["runs"]:
         run["classical"] = classical_beside(run["noise_seed"], spec)
         print(json.dumps({"noise_seed": run["noise_seed"], **run["classical"]}), flush=True)
-    report["summary"]["classical_l2re_mean"] = round(float(np.mean(
-        [run["classical"]["l2re"] for run in report["runs"]])), 5)
+    report["summary"].update(classical_summary(report["runs"]))
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def classical_summary(runs: list[dict]) -> dict:
+    return {
+        "classical_l2re_mean": round(float(np.mean([r["classical"]["l2re"] for r in runs])), 5),
+        "classical_oracle_l2re": [r["classical"]["oracle_best"]["l2re"] for r in runs],
+    }
 
 
 def run_seed(seed: int, config: PINNConfig, spec) -> dict:
@@ -181,8 +229,11 @@ def main() -> None:
         help="override PINNConfig fields of the profile",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--classical-only", action="store_true",
-                        help="only add the classical inversion beside the runs in --out")
+    parser.add_argument(
+        "--classical-only",
+        action="store_true",
+        help="only add the classical inversion beside the runs in --out",
+    )
     args = parser.parse_args()
     if args.classical_only:
         add_classical(args.out)
@@ -221,6 +272,12 @@ def main() -> None:
                 and max(l2re) <= TARGET["l2re"]
                 and max(walls) <= 60 * TARGET["minutes"]
             ),
+            "target_met_by_mean": bool(
+                len(scored) == len(runs)
+                and float(np.mean(l2re)) <= TARGET["l2re"]
+                and max(walls) <= 60 * TARGET["minutes"]
+            ),
+            **classical_summary(scored),
         }
     import deepxde
 
