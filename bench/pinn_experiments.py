@@ -1,0 +1,186 @@
+"""Experiments on the PINN's training that are not (yet) part of train_pinn, with the L2RE recorded
+along the way: the rows of bench/pinn_accuracy.py's docstring table that name this script.
+
+Run from the repository root (one thread by default, so two experiments can run side by side
+on 2 cores):
+    .venv/bin/python bench/pinn_experiments.py --seed 2 --iterations 3000 [--h1 W] [--h2 W]
+        [--u-weight-decay W] [--freeze-a-during-adam] [--warm-start-classical]
+        [--init-seed N] [--set name=value ...] [--out PATH]
+
+Each run trains the accurate profile (``PINNConfig.accurate()``, ``--set`` overrides fields;
+``--iterations`` is Adam's 500 plus L-BFGS) on PINNacle HeatInv with noise seed ``--seed`` and
+writes the final scores and the trajectory (every ``log_every`` steps: data misfit, PDE loss
+and the PINNacle L2RE at bench/pinn_accuracy.py's evaluation points) as JSON. The truth is
+used for scoring only.
+
+The variants change private parts of heat_platform.pinn.pinn in this process only (the loss,
+the network's initialisation, the start of a phase), so this script is an exploration tool:
+what proves itself here moves into ``train_pinn`` with a config field and tests.
+
+* ``--h1 W`` / ``--h2 W``: add W mean|grad a|^2 / W mean(lap a)^2 at the collocation and
+  observation points to the PDE term (physical units);
+* ``--u-weight-decay W``: add W times the sum of the squared weights of the u-network;
+* ``--freeze-a-during-adam``: the a-network does not train during Adam (a stays at a_b, the
+  boundary value, since its last layer starts at zero); it trains with u in L-BFGS;
+* ``--warm-start-classical``: before training, the a-network is fitted (Adam, 1500 steps, on a
+  61 x 61 grid) to the classical inversion of the same observations (Laplacian penalty,
+  discrepancy principle, about 5 s); use it with ``--freeze-a-during-adam`` so that the PINN's
+  Adam phase, which fits u, does not undo it;
+* ``--init-seed N``: initialise the networks (and draw collocation points) with N instead of the
+  noise seed, for ensembles over initialisations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pinn_accuracy import EVAL_POINTS, EVAL_SEED, classical_fit, parse_overrides, score
+
+from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
+from heat_platform.pinn.metrics import pinnacle_l2re, uniform_points
+from heat_platform.pinn.physics import _grad
+from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
+
+RESULTS = Path(__file__).parent / "results" / "pinn_experiment.json"
+WARM_START_GRID, WARM_START_STEPS = 61, 1500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=2, help="noise seed of the observations")
+    parser.add_argument("--iterations", type=int, default=3000, help="Adam + L-BFGS iterations")
+    parser.add_argument("--h1", type=float, default=0.0)
+    parser.add_argument("--h2", type=float, default=0.0)
+    parser.add_argument("--u-weight-decay", type=float, default=0.0)
+    parser.add_argument("--freeze-a-during-adam", action="store_true")
+    parser.add_argument("--warm-start-classical", action="store_true")
+    parser.add_argument("--init-seed", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    _import_deepxde()
+    spec = heatinv_spec()
+    train = heatinv_observations(noise_seed=args.seed, spec=spec)
+    patch_training(args, spec, train)
+    config = dataclasses.replace(
+        PINNConfig.accurate(),
+        seed=args.seed if args.init_seed is None else args.init_seed,
+        threads=args.threads,
+        device="cpu",
+        **parse_overrides(args.set),
+    )
+    config = dataclasses.replace(
+        config, lbfgs_iterations=args.iterations - config.adam_iterations
+    ).check()
+    start = time.perf_counter()
+    trained = train_pinn(spec, train, heatinv_scaling(train, spec), config)
+    result = {
+        "experiment": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": dataclasses.asdict(config),
+        "final": {k: round(v, 5) for k, v in score(trained, spec).items()},
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "trajectory": [
+            {k: h[k] for k in ("step", "loss_data", "loss_pde", "l2re") if k in h}
+            for h in trained.history
+        ],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["final"]), f"{result['wall_time_s']} s")
+    print(" ".join(f"{h['step']}:{h['l2re']:.4f}" for h in result["trajectory"] if "l2re" in h))
+
+
+def patch_training(args, spec, train) -> None:
+    """Put the chosen variants into heat_platform.pinn.pinn's DeepXDE parts (this process)."""
+    parts = _deepxde_parts()
+    p = uniform_points(spec.domain.bounds(), EVAL_POINTS, seed=EVAL_SEED)
+    u_true = spec.temperature_truth(x=p["x"], y=p["y"], t=p["t"])
+    a_true = spec.diffusivity_truth(x=p["x"], y=p["y"])
+    points = torch.tensor(np.stack([p["x"], p["y"], p["t"]], axis=1))
+
+    metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
+    init, start = parts.HeatNet.__init__, parts.Monitor.start
+
+    def metrics_with_l2re(self):
+        values = metrics(self)
+        net = self.model.net
+        with torch.no_grad():
+            ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
+        values["l2re"] = pinnacle_l2re(ua[:, 0], ua[:, 1], u_true, a_true)
+        return values
+
+    def losses_with_penalties(self, targets, outputs, loss_fn, inputs, model, aux=None):
+        terms = losses(self, targets, outputs, loss_fn, inputs, model, aux)
+        a = outputs[:, 1]
+        penalty = torch.zeros((), dtype=a.dtype)
+        if args.h1 or args.h2:
+            grad_a = _grad(a, inputs, True)
+            if args.h1:
+                penalty = penalty + args.h1 * torch.mean(grad_a[:, 0] ** 2 + grad_a[:, 1] ** 2)
+            if args.h2:
+                a_xx = _grad(grad_a[:, 0], inputs, True)[:, 0]
+                a_yy = _grad(grad_a[:, 1], inputs, True)[:, 1]
+                penalty = penalty + args.h2 * torch.mean((a_xx + a_yy) ** 2)
+        if args.u_weight_decay:
+            squares = sum(torch.sum(w**2) for w in model.net.u_net.parameters())
+            penalty = penalty + args.u_weight_decay * squares
+        terms[0] = terms[0] + penalty  # logged with the PDE term
+        return terms
+
+    # Freezing by requires_grad does not hold: DeepXDE's Model._outputs_losses turns it back on
+    # for every parameter after each evaluation. The a-network's gradients are zeroed instead
+    # (Adam then leaves it where it is: its moments stay zero).
+    frozen = {"a": args.freeze_a_during_adam}
+
+    def init_with_variants(self, spec_, scaling, config):
+        init(self, spec_, scaling, config)
+        if args.warm_start_classical:
+            fit_to_classical(self, spec_, train)
+        for parameter in self.a_net.parameters():
+            parameter.register_hook(lambda grad: torch.zeros_like(grad) if frozen["a"] else grad)
+
+    def start_unfrozen(self, phase, step):
+        frozen["a"] = args.freeze_a_during_adam and phase == "adam"
+        return start(self, phase, step)
+
+    parts.Monitor.metrics = metrics_with_l2re
+    parts.HeatData.losses = losses_with_penalties
+    parts.HeatNet.__init__ = init_with_variants
+    parts.Monitor.start = start_unfrozen
+
+
+def fit_to_classical(net, spec, train) -> None:
+    """Fit ``net``'s a-network to the classical inversion of ``train``; prints the fit's RMSE."""
+    started = time.perf_counter()
+    classical = classical_fit(train, spec, "discrepancy")
+    bounds = spec.domain.bounds()
+    gx, gy = np.meshgrid(
+        np.linspace(*bounds["x"], WARM_START_GRID), np.linspace(*bounds["y"], WARM_START_GRID)
+    )
+    dtype = next(net.parameters()).dtype
+    xy = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=dtype)
+    target = torch.tensor(classical.diffusivity(gx.ravel(), gy.ravel()), dtype=dtype)
+    optimizer = torch.optim.Adam(net.a_net.parameters(), lr=3e-3)
+    for _ in range(WARM_START_STEPS):
+        optimizer.zero_grad()
+        loss = torch.mean((net.diffusivity(xy) - target) ** 2)
+        loss.backward()
+        optimizer.step()
+    print(
+        f"warm start: a-network fitted to the classical a, RMSE {float(loss) ** 0.5:.4f}, "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
