@@ -40,10 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pinn_accuracy import EVAL_POINTS, EVAL_SEED, classical_fit, parse_overrides, score
+from pinn_accuracy import EvaluationSet, classical_fit, parse_overrides, score
 
 from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
-from heat_platform.pinn.metrics import pinnacle_l2re, uniform_points
 from heat_platform.pinn.physics import _grad
 from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
 
@@ -102,10 +101,8 @@ def main() -> None:
 def patch_training(args, spec, train) -> None:
     """Put the chosen variants into heat_platform.pinn.pinn's DeepXDE parts (this process)."""
     parts = _deepxde_parts()
-    p = uniform_points(spec.domain.bounds(), EVAL_POINTS, seed=EVAL_SEED)
-    u_true = spec.temperature_truth(x=p["x"], y=p["y"], t=p["t"])
-    a_true = spec.diffusivity_truth(x=p["x"], y=p["y"])
-    points = torch.tensor(np.stack([p["x"], p["y"], p["t"]], axis=1))
+    evaluation = EvaluationSet.of(spec)
+    points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
     init, start = parts.HeatNet.__init__, parts.Monitor.start
@@ -115,7 +112,7 @@ def patch_training(args, spec, train) -> None:
         net = self.model.net
         with torch.no_grad():
             ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
-        values["l2re"] = pinnacle_l2re(ua[:, 0], ua[:, 1], u_true, a_true)
+        values["l2re"] = evaluation.errors(ua[:, 0], ua[:, 1])["l2re"]
         return values
 
     def losses_with_penalties(self, targets, outputs, loss_fn, inputs, model, aux=None):
@@ -139,17 +136,20 @@ def patch_training(args, spec, train) -> None:
     # Freezing by requires_grad does not hold: DeepXDE's Model._outputs_losses turns it back on
     # for every parameter after each evaluation. The a-network's gradients are zeroed instead
     # (Adam then leaves it where it is: its moments stay zero).
-    frozen = {"a": args.freeze_a_during_adam}
+    frozen = {"a": True}  # read by the hooks, which exist only with --freeze-a-during-adam
 
     def init_with_variants(self, spec_, scaling, config):
         init(self, spec_, scaling, config)
         if args.warm_start_classical:
             fit_to_classical(self, spec_, train)
-        for parameter in self.a_net.parameters():
-            parameter.register_hook(lambda grad: torch.zeros_like(grad) if frozen["a"] else grad)
+        if args.freeze_a_during_adam:
+            for parameter in self.a_net.parameters():
+                parameter.register_hook(
+                    lambda grad: torch.zeros_like(grad) if frozen["a"] else grad
+                )
 
     def start_unfrozen(self, phase, step):
-        frozen["a"] = args.freeze_a_during_adam and phase == "adam"
+        frozen["a"] = phase == "adam"
         return start(self, phase, step)
 
     parts.Monitor.metrics = metrics_with_l2re

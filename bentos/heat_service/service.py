@@ -50,9 +50,8 @@ DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
 DIRECT_MAX_POINTS = int(os.environ.get("HEAT_SERVING_DIRECT_MAX_POINTS", "2048"))
 # Front workers: one per core by default (at most 4), since they do most of the work.
 FRONT_WORKERS = int(os.environ.get("HEAT_SERVING_WORKERS") or min(os.cpu_count() or 1, 4))
-# BentoML's OpenTelemetry spans cost ~10 % of a small request and go nowhere unless an exporter
-# is configured (a BentoML configuration file, BENTOML_CONFIG, and its exporter package), so no
-# URL is traced unless HEAT_SERVING_TRACING=1.
+
+
 def _flag(name: str, default: bool) -> bool:
     """An on/off environment variable: 1/true/on turn on what is off by default, 0/false/off
     turn off what is on by default (case-insensitive)."""
@@ -60,6 +59,9 @@ def _flag(name: str, default: bool) -> bool:
     return value not in ("0", "false", "off") if default else value in ("1", "true", "on")
 
 
+# BentoML's OpenTelemetry spans cost ~10 % of a small request and go nowhere unless an exporter
+# is configured (a BentoML configuration file, BENTOML_CONFIG, and its exporter package), so no
+# URL is traced unless HEAT_SERVING_TRACING=1.
 TRACING = {} if _flag("HEAT_SERVING_TRACING", default=False) else {"excluded_urls": [".*"]}
 # BentoML's per-request access log line (the sampled serving log is written either way).
 ACCESS_LOG = _flag("HEAT_SERVING_ACCESS_LOG", default=True)
