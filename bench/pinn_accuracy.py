@@ -47,7 +47,8 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | seed 2: two initialisations (seeds 12, 22), a averaged | 0.050 / 0.057 alone, 0.051 averaged | their errors of a correlate (0.82): the error comes from the noise draw, not from the initialisation |
 | seeds 2 / 5: a frozen at a_b during Adam, then joint L-BFGS (3000 its) | seed 2: 0.049 at 2500 (0.043 min at 1800); seed 5: 0.064 at 2500 (plain: 0.054, 0.070) | freezing alone changes little |
 | a-network first fitted to the classical inversion's a (discrepancy principle, ~5 s), then trained as usual (3000 its) | at 2500 its, seeds 0-5: 0.020 / 0.039 / 0.042 / 0.040 / 0.053 / 0.051 (plain: 0.030 / 0.029 / 0.054 / 0.038 / 0.053 / 0.070) | the Adam phase still drives a far off (L2RE 7.7 at step 500 on seed 2); mean over seeds 0-5 0.041 instead of 0.046 |
-| the same, a frozen during Adam (u fits the data and the PDE with the classical a), then joint L-BFGS (3000 its) | seed 2: 0.044 at 2500 (0.039 min at 1700, 0.048 at 3000); seed 5: 0.037 at 2500 (0.028 min at 1800) | the lead for the next step: not built into train_pinn yet, seeds 0, 1, 3, 4 not measured |
+| the same, a frozen during Adam (u fits the data and the PDE with the classical a), then joint L-BFGS (2500 its; seeds 2 and 5: 3000) | at 2500 its, seeds 0-5: 0.014 / 0.028 / 0.044 / 0.044 / 0.045 / 0.037 (mean 0.035, plain 0.046); at 1800 its: 0.011 / 0.030 / 0.039 / 0.036 / 0.042 / 0.028 | built into train_pinn (``warm_start_a``, ``freeze_a_during_adam``). After 1800-1900 its u starts to fit the noise and a drifts on every seed but 1 |
+| **accurate profile today**: the previous row with Adam 500 + L-BFGS 1300 (1800 its, the least mean L2RE over noise seeds 3-5; seeds 0-2 were not used to choose), 2 threads | seeds 0-2: **0.0154 / 0.0264 / 0.0463** (mean 0.029), 111 s each; seeds 3-5: **0.0357 / 0.0417 / 0.0331** (mean 0.037), 128-141 s. Below the classical inversion at its best fixed weight (an oracle) on all six seeds | seed 2 at 1800 its: 0.039 with one thread, 0.046 with two: on this draw the result moves with the arithmetic's rounding |
 
 The rows with "(3000 its)" and the initialisation and warm-start rows are reproduced with
 bench/pinn_experiments.py (one thread each), e.g. ``--seed 2 --h2 3e-4``, ``--seed 2
@@ -64,12 +65,14 @@ also run at fixed penalty weights (``ORACLE_WEIGHTS``) and the best of them is r
 (``oracle_best``): an oracle, since it picks the weight with the truth. Over noise seeds 0-9 it
 is 0.038, 0.039, 0.057, 0.039, 0.046, 0.036, 0.036, 0.037, 0.050, 0.048: four draws in ten
 stay above 0.04 for a smoothness prior of any strength. Seed 2 is the hardest of the ten, and on
-it the PINN (0.054 at the end, 0.045 on its way) is already below the oracle; but on seed 5 the
-oracle reaches 0.036 while the PINN ends at 0.070 (seed 4: 0.046 and 0.053), so the PINN's
-error is not the noise draw's alone: its implicit prior (the networks' smoothness, the point
-where L-BFGS stops) is weaker than a tuned Tikhonov penalty on some draws. Starting the a-network
-from the classical solution (table, last two rows) is the lead that helped on the draws where the
-PINN was worst.
+it the plain PINN (0.054 at the end, 0.045 on its way) was already below the oracle; but on
+seed 5 the oracle reaches 0.036 while the plain PINN ended at 0.070 (seed 4: 0.046 and 0.053), so
+its error was not the noise draw's alone: its implicit prior (the networks' smoothness, the
+point where L-BFGS stops) was weaker than a tuned Tikhonov penalty on some draws. Starting the
+a-network from the classical solution and keeping it there while Adam fits u (table, last three
+rows; the accurate profile since) fixed that: the accurate profile is now below the oracle on
+each of seeds 0-5, and at most 0.04 on each draw where the oracle is (0, 1, 3, 5); it stays
+above 0.04 on the two where the oracle is too (2: 0.046 against 0.057; 4: 0.042 against 0.046).
 """
 
 from __future__ import annotations
@@ -147,16 +150,9 @@ def classical_beside(seed: int, spec) -> dict:
 def classical_fit(data, spec, weight: str | float):
     """The classical inversion (Laplacian penalty) of the observations ``data`` at ``weight``
     (a number, or "discrepancy" for the discrepancy principle)."""
-    from heat_platform.pinn.inversion import invert_diffusivity
+    from heat_platform.pinn.inversion import invert_spec
 
-    return invert_diffusivity(
-        {"x": data.x, "y": data.y, "t": data.t, "u": data.u, "sigma": data.sigma},
-        domain=spec.domain.bounds(),
-        source=spec.source,
-        boundary_diffusivity=spec.boundary_diffusivity,
-        penalty="laplacian",
-        weight=weight,
-    )
+    return invert_spec(spec, data, weight=weight)
 
 
 def _classical(data, spec, weight: str | float, evaluation: EvaluationSet) -> dict:

@@ -4,8 +4,7 @@ along the way: the rows of bench/pinn_accuracy.py's docstring table that name th
 Run from the repository root (one thread by default, so two experiments can run side by side
 on 2 cores):
     .venv/bin/python bench/pinn_experiments.py --seed 2 --iterations 3000 [--h1 W] [--h2 W]
-        [--u-weight-decay W] [--freeze-a-during-adam] [--warm-start-classical]
-        [--init-seed N] [--set name=value ...] [--out PATH]
+        [--u-weight-decay W] [--init-seed N] [--set name=value ...] [--out PATH]
 
 Each run trains the accurate profile (``PINNConfig.accurate()``, ``--set`` overrides fields;
 ``--iterations`` is Adam's 500 plus L-BFGS) on PINNacle HeatInv with noise seed ``--seed`` and
@@ -15,17 +14,13 @@ used for scoring only.
 
 The variants change private parts of heat_platform.pinn.pinn in this process only (the loss,
 the network's initialisation, the start of a phase), so this script is an exploration tool:
-what proves itself here moves into ``train_pinn`` with a config field and tests.
+what proves itself here moves into ``train_pinn`` with a config field and tests. The warm
+start of a from the classical inversion and the freezing of a during Adam did, and are config
+fields now (``--set warm_start_a=false freeze_a_during_adam=false`` for the plain runs).
 
 * ``--h1 W`` / ``--h2 W``: add W mean|grad a|^2 / W mean(lap a)^2 at the collocation and
   observation points to the PDE term (physical units);
 * ``--u-weight-decay W``: add W times the sum of the squared weights of the u-network;
-* ``--freeze-a-during-adam``: the a-network does not train during Adam (a stays at a_b, the
-  boundary value, since its last layer starts at zero); it trains with u in L-BFGS;
-* ``--warm-start-classical``: before training, the a-network is fitted (Adam, 1500 steps, on a
-  61 x 61 grid) to the classical inversion of the same observations (Laplacian penalty,
-  discrepancy principle, about 5 s); use it with ``--freeze-a-during-adam`` so that the PINN's
-  Adam phase, which fits u, does not undo it;
 * ``--init-seed N``: initialise the networks (and draw collocation points) with N instead of the
   noise seed, for ensembles over initialisations.
 """
@@ -40,14 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pinn_accuracy import EvaluationSet, classical_fit, parse_overrides, score
+from pinn_accuracy import EvaluationSet, parse_overrides, score
 
 from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
 from heat_platform.pinn.physics import _grad
 from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
 
 RESULTS = Path(__file__).parent / "results" / "pinn_experiment.json"
-WARM_START_GRID, WARM_START_STEPS = 61, 1500
 
 
 def main() -> None:
@@ -57,8 +51,6 @@ def main() -> None:
     parser.add_argument("--h1", type=float, default=0.0)
     parser.add_argument("--h2", type=float, default=0.0)
     parser.add_argument("--u-weight-decay", type=float, default=0.0)
-    parser.add_argument("--freeze-a-during-adam", action="store_true")
-    parser.add_argument("--warm-start-classical", action="store_true")
     parser.add_argument("--init-seed", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
@@ -69,7 +61,7 @@ def main() -> None:
     _import_deepxde()
     spec = heatinv_spec()
     train = heatinv_observations(noise_seed=args.seed, spec=spec)
-    patch_training(args, spec, train)
+    patch_training(args, spec)
     config = dataclasses.replace(
         PINNConfig.accurate(),
         seed=args.seed if args.init_seed is None else args.init_seed,
@@ -98,14 +90,13 @@ def main() -> None:
     print(" ".join(f"{h['step']}:{h['l2re']:.4f}" for h in result["trajectory"] if "l2re" in h))
 
 
-def patch_training(args, spec, train) -> None:
+def patch_training(args, spec) -> None:
     """Put the chosen variants into heat_platform.pinn.pinn's DeepXDE parts (this process)."""
     parts = _deepxde_parts()
     evaluation = EvaluationSet.of(spec)
     points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
-    init, start = parts.HeatNet.__init__, parts.Monitor.start
 
     def metrics_with_l2re(self):
         values = metrics(self)
@@ -133,53 +124,8 @@ def patch_training(args, spec, train) -> None:
         terms[0] = terms[0] + penalty  # logged with the PDE term
         return terms
 
-    # Freezing by requires_grad does not hold: DeepXDE's Model._outputs_losses turns it back on
-    # for every parameter after each evaluation. The a-network's gradients are zeroed instead
-    # (Adam then leaves it where it is: its moments stay zero).
-    frozen = {"a": True}  # read by the hooks, which exist only with --freeze-a-during-adam
-
-    def init_with_variants(self, spec_, scaling, config):
-        init(self, spec_, scaling, config)
-        if args.warm_start_classical:
-            fit_to_classical(self, spec_, train)
-        if args.freeze_a_during_adam:
-            for parameter in self.a_net.parameters():
-                parameter.register_hook(
-                    lambda grad: torch.zeros_like(grad) if frozen["a"] else grad
-                )
-
-    def start_unfrozen(self, phase, step):
-        frozen["a"] = phase == "adam"
-        return start(self, phase, step)
-
     parts.Monitor.metrics = metrics_with_l2re
     parts.HeatData.losses = losses_with_penalties
-    parts.HeatNet.__init__ = init_with_variants
-    parts.Monitor.start = start_unfrozen
-
-
-def fit_to_classical(net, spec, train) -> None:
-    """Fit ``net``'s a-network to the classical inversion of ``train``; prints the fit's RMSE."""
-    started = time.perf_counter()
-    classical = classical_fit(train, spec, "discrepancy")
-    bounds = spec.domain.bounds()
-    gx, gy = np.meshgrid(
-        np.linspace(*bounds["x"], WARM_START_GRID), np.linspace(*bounds["y"], WARM_START_GRID)
-    )
-    dtype = next(net.parameters()).dtype
-    xy = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=dtype)
-    target = torch.tensor(classical.diffusivity(gx.ravel(), gy.ravel()), dtype=dtype)
-    optimizer = torch.optim.Adam(net.a_net.parameters(), lr=3e-3)
-    for _ in range(WARM_START_STEPS):
-        optimizer.zero_grad()
-        loss = torch.mean((net.diffusivity(xy) - target) ** 2)
-        loss.backward()
-        optimizer.step()
-    print(
-        f"warm start: a-network fitted to the classical a, RMSE {float(loss) ** 0.5:.4f}, "
-        f"{time.perf_counter() - started:.1f} s",
-        flush=True,
-    )
 
 
 if __name__ == "__main__":

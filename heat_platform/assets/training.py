@@ -52,7 +52,8 @@ class PINNTrainingConfig(dg.Config):
 
     profile: Literal["fast", "accurate", "quick", "smoke"] = Field(
         default=DEFAULT_PROFILE, description="fast: the demo's, 1-3 min on 2 cores. accurate: "
-        "the benchmark profile (PINNacle HeatInv L2RE ~0.03 in about 4 min on 2 cores). quick: "
+        "the benchmark profile, a warm-started from the classical inversion (PINNacle HeatInv "
+        "L2RE 0.015-0.046, mean 0.029, in about 2 min on 2 cores). quick: "
         "about 40 s, coarse (RMSE ~1.5 noise levels on the demo experiment). smoke: seconds, to "
         "test the plumbing; its models do not pass the gate. Default: "
         "$HEAT_PLATFORM_PINN_PROFILE or fast.")
@@ -66,6 +67,12 @@ class PINNTrainingConfig(dg.Config):
     depth_u: int | None = Field(default=None, description="Hidden layers of the u network.")
     hidden_a: int | None = Field(default=None, description="Width of the a network.")
     depth_a: int | None = Field(default=None, description="Hidden layers of the a network.")
+    warm_start_a: bool | None = Field(
+        default=None, description="Start a from the classical inversion of the same training set "
+        "(seconds) instead of from the boundary value (on in the accurate profile).")
+    freeze_a_during_adam: bool | None = Field(
+        default=None, description="Keep a fixed during Adam, train it with u in L-BFGS (on in the "
+        "accurate profile).")
     seed: int | None = Field(default=None, description="Seed of initialisation and sampling.")
     max_minutes: float | None = Field(default=None, description="Wall-time budget of training.")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -36,7 +36,7 @@ def fit_classical(tracking_store: MlflowTracking, stored: StoredTrainingSet, spe
                   dagster_run_id: str, threads: int = 1) -> ClassicalOutcome:
     from threadpoolctl import threadpool_limits
 
-    from heat_platform.pinn.inversion import invert_diffusivity
+    from heat_platform.pinn.inversion import invert_spec
 
     training_set = stored.load()
     train = Readings.from_frame(training_set.train, spec)
@@ -53,13 +53,8 @@ def fit_classical(tracking_store: MlflowTracking, stored: StoredTrainingSet, spe
                                      "bounds": [lo, hi], "weight": "discrepancy"}, "classical.")
         # Small sparse solves: BLAS threads only contend with each other on a shared machine.
         with threadpool_limits(threads):
-            result = invert_diffusivity(
-                {"x": train.x, "y": train.y, "t": train.t, "u": train.u, "sigma": train.sigma},
-                domain=spec.domain.bounds(), source=spec.source,
-                boundary_diffusivity=spec.boundary_diffusivity,
-                initial_temperature=spec.initial_temperature,
-                boundary_temperature=spec.boundary_temperature,
-                nx=nx, ny=ny, n_steps=n_steps, penalty=penalty, bounds=(lo, hi),
+            result = invert_spec(
+                spec, train, nx=nx, ny=ny, n_steps=n_steps, penalty=penalty,
                 callback=lambda i, m: mlflow.log_metrics(
                     {f"classical.{k}": float(v) for k, v in m.items()}, step=i),
             )

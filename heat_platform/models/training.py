@@ -72,6 +72,8 @@ def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: Pr
                        residual=lambda x, y, t: pde_residual(module, spec, x, y, t))
         mlflow.log_metrics({f"score.{k}": v for k, v in scores.metrics().items()})
         mlflow.log_metrics({"iterations": trained.iterations, "wall_time_s": trained.wall_time_s})
+        if trained.warm_start:
+            mlflow.log_metrics({f"warm_start.{k}": v for k, v in trained.warm_start.items()})
 
         bounds = spec.domain.bounds()
         maps = {"PINN": trained.diffusivity}

@@ -703,6 +703,39 @@ def invert_diffusivity(
     )
 
 
+def invert_spec(
+    spec,
+    observations,
+    *,
+    nx: int = 31,
+    ny: int = 31,
+    n_steps: int = 50,
+    penalty: str = "laplacian",
+    weight: str | float = "discrepancy",
+    callback: Callable[[int, dict], None] | None = None,
+) -> InversionResult:
+    """:func:`invert_diffusivity` for a problem spec (:mod:`.spec`): its domain, source, known
+    boundary values and diffusivity range. ``observations`` has arrays ``x, y, t, u`` and
+    ``sigma`` (None: the spec's ``noise_sigma``)."""
+    return invert_diffusivity(
+        {"x": observations.x, "y": observations.y, "t": observations.t, "u": observations.u,
+         "sigma": observations.sigma},
+        domain=spec.domain.bounds(),
+        source=spec.source,
+        boundary_diffusivity=spec.boundary_diffusivity,
+        initial_temperature=spec.initial_temperature,
+        boundary_temperature=spec.boundary_temperature,
+        nx=nx,
+        ny=ny,
+        n_steps=n_steps,
+        penalty=penalty,
+        weight=weight,
+        bounds=spec.diffusivity_range or (0.01, 100.0),
+        noise_sigma=spec.noise_sigma,
+        callback=callback,
+    )
+
+
 def _discrepancy_search(
     fit: Callable[[float, np.ndarray], dict],
     m0: np.ndarray | None,

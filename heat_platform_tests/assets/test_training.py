@@ -78,3 +78,14 @@ def test_a_diverging_training_fails_clearly_and_registers_nothing(ingested, reso
     assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
                    for e in result.all_events)
     assert resources["mlflow"].client().search_registered_models() == []
+
+
+def test_a_profile_sets_the_training_and_any_field_given_overrides_it():
+    from heat_platform.assets.training import PINNTrainingConfig
+
+    accurate = PINNTrainingConfig(profile="accurate", threads=2).pinn_config()
+    assert accurate.warm_start_a and accurate.freeze_a_during_adam and accurate.threads == 2
+    plain = PINNTrainingConfig(profile="accurate", warm_start_a=False).pinn_config()
+    assert not plain.warm_start_a and plain.freeze_a_during_adam
+    smoke = PINNTrainingConfig(profile="smoke", device="cpu").pinn_config()
+    assert (smoke.adam_iterations, smoke.warm_start_a, smoke.device) == (100, False, "cpu")

@@ -206,6 +206,35 @@ def test_hard_boundary_diffusivity_float64_and_global_state(problem):
     )
 
 
+def test_a_frozen_during_adam_stays_at_its_start_and_trains_in_lbfgs(problem):
+    _, train, scaling = problem
+    with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1 + x*y"})
+    x, y = np.meshgrid(np.linspace(0.1, 0.9, 5), np.linspace(0.1, 0.9, 5))
+    frozen = dataclasses.replace(TINY, freeze_a_during_adam=True, lbfgs_iterations=0)
+    # a starts at its prior, a_b everywhere, and Adam leaves it there ...
+    adam = train_pinn(with_boundary, train, scaling, frozen)
+    np.testing.assert_allclose(adam.diffusivity(x, y), 1 + x * y, rtol=1e-6)
+    assert adam.history[-1]["loss"] < adam.history[0]["loss"]  # u trained meanwhile
+    # ... which it does not without the freeze, nor in L-BFGS
+    for config in (dataclasses.replace(frozen, freeze_a_during_adam=False),
+                   dataclasses.replace(frozen, lbfgs_iterations=30)):
+        moved = train_pinn(with_boundary, train, scaling, config).diffusivity(x, y)
+        assert np.max(np.abs(moved - (1 + x * y))) > 1e-3
+
+
+def test_a_warm_started_from_the_classical_inversion(problem):
+    from heat_platform.pinn.inversion import invert_spec
+
+    spec, train, scaling = problem  # no boundary a: a starts at a_ref = 1 without warm start
+    config = dataclasses.replace(TINY, warm_start_a=True, adam_iterations=0, lbfgs_iterations=0)
+    trained = train_pinn(spec, train, scaling, config)
+    x, y = np.meshgrid(np.linspace(0, 1, 13), np.linspace(0, 1, 13))
+    classical = invert_spec(spec, train).diffusivity(x, y)
+    assert np.sqrt(np.mean((classical - A_TRUE) ** 2)) < 0.1
+    assert np.sqrt(np.mean((trained.diffusivity(x, y) - classical) ** 2)) < 0.02
+    assert trained.warm_start["fit_rmse"] < 0.02 and trained.warm_start["classical_weight"] > 0
+
+
 def test_soft_boundary_diffusivity_adds_a_loss_term(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1.5"})
