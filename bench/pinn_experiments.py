@@ -16,7 +16,7 @@ The variants change private parts of heat_platform.pinn.pinn in this process onl
 the network's initialisation, the start of a phase), so this script is an exploration tool:
 what proves itself here moves into ``train_pinn`` with a config field and tests. The warm
 start of a from the classical inversion and the freezing of a during Adam did, and are config
-fields now (``--set warm_start_a=false freeze_a_during_adam=false`` for the plain runs).
+fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
 
 * ``--h1 W`` / ``--h2 W``: add W mean|grad a|^2 / W mean(lap a)^2 at the collocation and
   observation points to the PDE term (physical units);

@@ -70,9 +70,9 @@ class PINNTrainingConfig(dg.Config):
     warm_start_a: bool | None = Field(
         default=None, description="Start a from the classical inversion of the same training set "
         "(seconds) instead of from the boundary value (on in the accurate profile).")
-    freeze_a_during_adam: bool | None = Field(
-        default=None, description="Keep a fixed during Adam, train it with u in L-BFGS (on in the "
-        "accurate profile).")
+    freeze_a_steps: int | None = Field(
+        default=None, description="Keep a fixed for this many steps (Adam's, then L-BFGS's) while u "
+        "fits the data and the PDE, then train both (accurate profile: 500, all of Adam).")
     seed: int | None = Field(default=None, description="Seed of initialisation and sampling.")
     max_minutes: float | None = Field(default=None, description="Wall-time budget of training.")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -108,9 +108,10 @@ class PINNConfig:
     """Start a from the classical inversion of the same observations (finite volumes, Laplacian
     Tikhonov penalty, discrepancy principle; seconds) instead of from its prior (a_b or a_ref):
     the a-network is first fitted to that field on a grid."""
-    freeze_a_during_adam: bool = False
-    """Keep a as it starts during Adam, so that Adam fits u alone (to the data and the PDE with
-    that a), then train both with L-BFGS. Meant with ``warm_start_a``."""
+    freeze_a_steps: int = 0
+    """Keep a as it starts for this many steps (Adam's, then L-BFGS's, which advance in chunks
+    of ``log_every``), so that u alone first fits the data and the PDE with that a; then both
+    train. Meant with ``warm_start_a``."""
     seed: int = 0
     """Seed of the network initialisation and of the collocation points."""
     max_minutes: float | None = None
@@ -157,7 +158,7 @@ class PINNConfig:
             n_domain=2000,
             resample_every=100,
             warm_start_a=True,
-            freeze_a_during_adam=True,
+            freeze_a_steps=500,
             checkpoint_every=500,
             log_every=100,
         )
@@ -323,7 +324,7 @@ def train_pinn(
     store = _CheckpointStore(Path(checkpoint_dir), fingerprint) if checkpoint_dir else None
     saved = store.load() if store else None
 
-    with _torch_settings(dde, device, dtype, config.threads):
+    with _torch_settings(dde, device, dtype, config.threads), contextlib.ExitStack() as stack:
         with torch.random.fork_rng(devices=[]):  # seed the initialisation, not the caller's RNG
             torch.manual_seed(config.seed)
             net = parts.HeatNet(spec, scaling, config)
@@ -337,6 +338,8 @@ def train_pinn(
             monitor.step = saved["step"]
         elif config.warm_start_a:
             monitor.warm_start = warm_start_diffusivity(net, spec, train)
+        if config.freeze_a_steps:
+            stack.enter_context(_frozen(net.a_net, lambda: monitor.step < config.freeze_a_steps))
         phase = saved["phase"] if saved is not None else "adam"
         step = saved["step"] if saved is not None else 0
         weights = [config.weight_pde, config.weight_data]
@@ -355,13 +358,12 @@ def train_pinn(
                     model.lr_scheduler.load_state_dict(saved["scheduler"])
             monitor.start("adam", step)
             model.train_state.step = step
-            with _frozen(net.a_net if config.freeze_a_during_adam else None):
-                model.train(
-                    iterations=config.adam_iterations - step,
-                    display_every=config.log_every,
-                    callbacks=[monitor],
-                    verbose=0,
-                )
+            model.train(
+                iterations=config.adam_iterations - step,
+                display_every=config.log_every,
+                callbacks=[monitor],
+                verbose=0,
+            )
             step = monitor.step
         if phase in ("adam", "lbfgs") and config.lbfgs_iterations > 0 and not monitor.out_of_time:
             with _lbfgs_options(dde, config):
@@ -687,14 +689,16 @@ def warm_start_diffusivity(net: torch.nn.Module, spec, train: Observations) -> d
 
 
 @contextlib.contextmanager
-def _frozen(module: torch.nn.Module | None) -> Iterator[None]:
-    """Zero the gradients of ``module``'s parameters (None: nothing), so that Adam leaves them
-    where they are (its moments stay zero). Not ``requires_grad_(False)``: DeepXDE's
-    ``Model._outputs_losses`` turns ``requires_grad`` back on for every parameter after each
-    evaluation."""
-    handles = [] if module is None else [
-        parameter.register_hook(torch.zeros_like) for parameter in module.parameters()
-    ]
+def _frozen(module: torch.nn.Module, when: Callable[[], bool]) -> Iterator[None]:
+    """Zero the gradients of ``module``'s parameters while ``when()``, so that the optimizers
+    leave them where they are (Adam's moments stay zero; L-BFGS's steps have no component
+    there). Not ``requires_grad_(False)``: DeepXDE's ``Model._outputs_losses`` turns
+    ``requires_grad`` back on for every parameter after each evaluation."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(grad) if when() else grad
+
+    handles = [parameter.register_hook(hook) for parameter in module.parameters()]
     try:
         yield
     finally:

@@ -206,17 +206,22 @@ def test_hard_boundary_diffusivity_float64_and_global_state(problem):
     )
 
 
-def test_a_frozen_during_adam_stays_at_its_start_and_trains_in_lbfgs(problem):
+def test_a_frozen_for_its_first_steps_stays_at_its_start_then_trains(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1 + x*y"})
     x, y = np.meshgrid(np.linspace(0.1, 0.9, 5), np.linspace(0.1, 0.9, 5))
-    frozen = dataclasses.replace(TINY, freeze_a_during_adam=True, lbfgs_iterations=0)
+    frozen = dataclasses.replace(TINY, freeze_a_steps=TINY.adam_iterations, lbfgs_iterations=0)
     # a starts at its prior, a_b everywhere, and Adam leaves it there ...
     adam = train_pinn(with_boundary, train, scaling, frozen)
     np.testing.assert_allclose(adam.diffusivity(x, y), 1 + x * y, rtol=1e-6)
     assert adam.history[-1]["loss"] < adam.history[0]["loss"]  # u trained meanwhile
-    # ... which it does not without the freeze, nor in L-BFGS
-    for config in (dataclasses.replace(frozen, freeze_a_during_adam=False),
+    # ... also into L-BFGS when asked (its steps advance in chunks of log_every) ...
+    longer = dataclasses.replace(frozen, lbfgs_iterations=30, freeze_a_steps=70)
+    np.testing.assert_allclose(
+        train_pinn(with_boundary, train, scaling, longer).diffusivity(x, y), 1 + x * y, rtol=1e-6
+    )
+    # ... which it does not without the freeze, nor in L-BFGS after it
+    for config in (dataclasses.replace(frozen, freeze_a_steps=0),
                    dataclasses.replace(frozen, lbfgs_iterations=30)):
         moved = train_pinn(with_boundary, train, scaling, config).diffusivity(x, y)
         assert np.max(np.abs(moved - (1 + x * y))) > 1e-3
