@@ -27,9 +27,10 @@ from typing import Annotated, Any
 import bentoml
 import numpy as np
 from auth import ApiKeyMiddleware
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import FiniteFloat
 from schemas import (
+    MAX_POINTS,
     Diffusivities,
     ExperimentName,
     KServeRequest,
@@ -47,6 +48,8 @@ DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
 # Requests with at most this many points are answered in the front worker (see
 # HeatService.__init__): ~2 ms of one CPU thread for this network, so one large request never
 # holds a front worker's event loop for long; larger requests go to the batching model worker.
+BINARY = "application/octet-stream"
+BINARY_POINT_BYTES = 12  # (x, y, t) as little-endian float32
 DIRECT_MAX_POINTS = int(os.environ.get("HEAT_SERVING_DIRECT_MAX_POINTS", "2048"))
 # Front workers: one per core by default (at most 4), since they do most of the work.
 FRONT_WORKERS = int(os.environ.get("HEAT_SERVING_WORKERS") or min(os.cpu_count() or 1, 4))
@@ -186,6 +189,18 @@ class HeatService:
                               model_version=lineage["model_version"],
                               data_version=lineage["data_version"])
 
+    async def binary(self, body: bytes, content_type: str, experiment: str | None) -> Response:
+        """u at a batch of points sent as raw numbers (POST /predict-binary, below)."""
+        started = time.perf_counter()
+        name = self._experiment(experiment, http=True)
+        xyt = _binary_points(body, content_type)
+        u, in_domain = await self._evaluate(name, xyt, "u")
+        lineage = self._answered(name, "/predict-binary", xyt, u, in_domain, started)
+        return Response(u.astype("<f4").tobytes() + in_domain.astype(np.uint8).tobytes(),
+                        media_type=BINARY, headers={
+                            f"x-heat-{key.replace('_', '-')}": value
+                            for key, value in lineage.items()})
+
     def _experiment(self, requested: str | None, http: bool = False) -> str:
         name = requested or DEFAULT_EXPERIMENT
         if name not in self.lineage:
@@ -264,6 +279,24 @@ async def kserve_predict(service: Service, name: str, body: KServeRequest) -> KS
     return await service.kserve(name, body)
 
 
+
+@app.post("/predict-binary", response_class=Response, openapi_extra={"requestBody": {
+    "required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}}})
+async def predict_binary(
+    service: Service, request: Request,
+    experiment: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """u at a batch of points without JSON: the body is the points as little-endian float32
+    (x, y, t) triples (12 bytes a point, ``application/octet-stream``); the answer's body is the
+    n float32 u values followed by n ``in_domain`` bytes (1 inside the training domain, 0
+    outside), its lineage the ``X-Heat-*`` headers (``x-heat-model-version``, ...). For clients
+    that move many points: no JSON to write, parse or validate (bench/serving.py)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > BINARY_POINT_BYTES * MAX_POINTS:
+        raise HTTPException(status_code=413, detail=f"at most {MAX_POINTS} points a request")
+    body = await request.body()
+    return await service.binary(body, request.headers.get("content-type", ""), experiment)
+
 def _torch() -> Any:
     """torch, imported when a worker starts, with HEAT_SERVING_TORCH_THREADS threads (default 1)."""
     import torch
@@ -296,6 +329,25 @@ def _array(points: list[tuple[float, ...]], width: int) -> np.ndarray:
     flat = np.fromiter(itertools.chain.from_iterable(points), np.float64, len(points) * width)
     return flat.reshape(len(points), width)
 
+
+
+def _binary_points(body: bytes, content_type: str) -> np.ndarray:
+    """The [n, 3] points of a /predict-binary body, or the 4xx that says what is wrong with it."""
+    if content_type.split(";")[0].strip().lower() != BINARY:
+        raise HTTPException(status_code=415, detail=f"send the points as {BINARY}")
+    if not body or len(body) % BINARY_POINT_BYTES:
+        raise HTTPException(status_code=422, detail=(
+            f"body of {len(body)} bytes: points are little-endian float32 (x, y, t) triples, "
+            f"{BINARY_POINT_BYTES} bytes each, at least one"))
+    n = len(body) // BINARY_POINT_BYTES
+    if n > MAX_POINTS:
+        raise HTTPException(status_code=413, detail=f"{n} points, at most {MAX_POINTS} a request")
+    xyt = np.frombuffer(body, dtype="<f4").reshape(n, 3).astype(np.float64)
+    finite = np.isfinite(xyt).all(axis=1)
+    if not finite.all():
+        raise HTTPException(status_code=422, detail=(
+            f"point {int(np.argmin(finite))} is not finite (NaN or infinity)"))
+    return xyt
 
 def _lineage(model: Any) -> dict[str, Any]:
     meta = model.info.metadata

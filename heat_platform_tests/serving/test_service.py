@@ -67,6 +67,19 @@ def test_every_endpoint_answers_with_the_registry_lineage(http, registered, depl
     assert a["in_domain"] == [True, True, False]
     assert_lineage(a, registered, deployed)
 
+    # raw float32 in and out: n u values, then n in_domain bytes, the lineage in headers
+    binary = post_binary(http, np.asarray(points, "<f4").tobytes())
+    assert binary.status_code == 200, binary.text
+    assert binary.headers["content-type"] == "application/octet-stream"
+    np.testing.assert_array_equal(np.frombuffer(binary.content[:12], "<f4"), expected[:, 0])
+    assert list(binary.content[12:]) == [1, 1, 0]
+    assert_lineage({key.removeprefix("x-heat-").replace("-", "_"): value
+                    for key, value in binary.headers.items() if key.startswith("x-heat-")},
+                   registered, deployed)
+    raw_many = post_binary(http, many.astype("<f4").tobytes())  # through the model worker
+    np.testing.assert_allclose(np.frombuffer(raw_many.content[:2000], "<f4"), reference[:, 0],
+                               rtol=1e-5, atol=1e-6)
+
     for name in (EXPERIMENT, registered.name):  # KServe v1: experiment or registered model name
         kserve = http.post(f"/v1/models/{name}:predict", json={"instances": points})
         assert kserve.status_code == 200, kserve.text
@@ -102,6 +115,30 @@ BAD = [
                          ids=[f"{m} {p} {i}" for i, (m, p, *_) in enumerate(BAD)])
 def test_bad_input_gets_a_specific_4xx(http, method, path, body, status, says):
     response = http.request(method.upper(), path, json=body)
+    assert response.status_code == status, response.text
+    assert says in response.text
+
+
+def post_binary(http, body: bytes, content_type="application/octet-stream", **params):
+    return http.post("/predict-binary", content=body, params=params,
+                     headers={"content-type": content_type})
+
+
+BAD_BINARY = [
+    (b"", {}, 422, "at least one"),
+    (bytes(13), {}, 422, "12 bytes each"),
+    (np.array([[0.1, 0.2, 0.3], [0.1, np.nan, 0.3]], "<f4").tobytes(), {}, 422, "point 1 is not finite"),
+    (np.array([[0.1, np.inf, 0.3]], "<f4").tobytes(), {}, 422, "point 0 is not finite"),
+    (bytes(12 * 2001), {}, 413, "at most 2000"),
+    (bytes(12), {"content_type": "application/json"}, 415, "application/octet-stream"),
+    (bytes(12), {"experiment": "nope"}, 404, "unknown experiment"),
+]
+
+
+@pytest.mark.parametrize(("body", "options", "status", "says"), BAD_BINARY,
+                         ids=[f"binary {i}" for i in range(len(BAD_BINARY))])
+def test_bad_binary_bodies_get_a_specific_4xx(http, body, options, status, says):
+    response = post_binary(http, body, **options)
     assert response.status_code == status, response.text
     assert says in response.text
 
