@@ -98,8 +98,19 @@ Run of 2026-11-29 12:00 (load average 1.3-1.8), after two changes:
   points/s (64 clients) with the default settings, 1.19M points/s at 16 clients for the
   no-access-log variant; JSON batches 678k (naive 300k). The default bento's binary run at 16
   clients got 0.98 server cores (525k points/s): the connections of a burst still land on one
-  worker by chance (an ASGI middleware that closed every 25th or 100th keep-alive request so that
-  idle workers pick connections up showed no gain in p95 or cores, and was dropped).
+  worker by chance.
+* the spread between runs is wide: single-point p95 at 16 clients for this service was 19-34 ms
+  over 12 scenarios of 1.5-8 s on the same day (mean 24.5 ms), binary points/s at 16 clients
+  525k-994k over 11.
+* tried and dropped: an ASGI middleware that ends keep-alive connections (``Connection: close``)
+  so that reconnecting clients are accepted by an idle worker. After 50 requests: at 16 clients
+  the one-core runs went from 2 of 10 scenarios to none (5 trials), but in the full bench 1000-
+  point batches at 64 clients fell to 459k points/s, p95 243 ms; after 1 s of age: at 64
+  clients 480k-622k points/s and p95 257-423 ms against 620k-784k and 120-248 ms without (4
+  trials each), since a reconnection waits for a busy worker to accept it. UV_TCP_SINGLE_ACCEPT
+  does nothing: the libuv in uvloop 0.23 no longer reads it. BentoML's workers share one
+  CircusSocket; one SO_REUSEPORT socket per worker (the kernel spreads connections) is not
+  exposed by ``bentoml serve``.
 """
 
 from __future__ import annotations
