@@ -84,7 +84,7 @@ Run of 2026-11-23 15:30 (load average 1.0-1.1 before and after):
   same 0.41 ms is measured in a plain process that does json/uuid work between calls). Lineage,
   metrics and request id (``_answered``) are ~8 %, query parsing ~7 %.
 
-Run of 2026-11-29 12:00 (load average 1.3-1.8), after two changes:
+Run of 2026-11-29 11:00 (load average 1.3-1.8), after two changes:
 
 * the FastAPI routes (GET /predict-temperature, KServe) take the HeatService from an async
   dependency: BentoML injected ``self`` into FastAPI methods with a sync dependency, which
