@@ -392,8 +392,9 @@ async def _drive(url: str, kind: str, concurrency: int, domain: dict[str, list[f
     import psutil
 
     bodies = payloads(kind, domain)
-    headers = {"content-type": "application/json"}
-    binary_headers = {"content-type": "application/octet-stream"}
+    # POST scenarios: route and content type of their bodies
+    posts = {"batch": ("/predict", {"content-type": "application/json"}),
+             "binary": ("/predict-binary", {"content-type": "application/octet-stream"})}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     latencies: list[float] = []
@@ -406,11 +407,8 @@ async def _drive(url: str, kind: str, concurrency: int, domain: dict[str, list[f
             if kind == "single":
                 async with session.get(bodies[i % len(bodies)]) as response:
                     return response.status, await response.read()
-            if kind == "binary":
-                async with session.post("/predict-binary", data=bodies[i % len(bodies)],
-                                        headers=binary_headers) as response:
-                    return response.status, await response.read()
-            async with session.post("/predict", data=bodies[i % len(bodies)],
+            path, headers = posts[kind]
+            async with session.post(path, data=bodies[i % len(bodies)],
                                     headers=headers) as response:
                 return response.status, await response.read()
 

@@ -45,11 +45,12 @@ from serving_log import ServingLog
 MANIFEST = json.loads((Path(__file__).parent / "served_models.json").read_text())
 EXPERIMENTS: list[str] = sorted(MANIFEST["models"])
 DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
+# POST /predict-binary's body: (x, y, t) triples of little-endian float32.
+BINARY = "application/octet-stream"
+BINARY_POINT_BYTES = 12
 # Requests with at most this many points are answered in the front worker (see
 # HeatService.__init__): ~2 ms of one CPU thread for this network, so one large request never
 # holds a front worker's event loop for long; larger requests go to the batching model worker.
-BINARY = "application/octet-stream"
-BINARY_POINT_BYTES = 12  # (x, y, t) as little-endian float32
 DIRECT_MAX_POINTS = int(os.environ.get("HEAT_SERVING_DIRECT_MAX_POINTS", "2048"))
 # Front workers: one per core by default (at most 4), since they do most of the work.
 FRONT_WORKERS = int(os.environ.get("HEAT_SERVING_WORKERS") or min(os.cpu_count() or 1, 4))
@@ -279,7 +280,6 @@ async def kserve_predict(service: Service, name: str, body: KServeRequest) -> KS
     return await service.kserve(name, body)
 
 
-
 @app.post("/predict-binary", response_class=Response, openapi_extra={"requestBody": {
     "required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}}})
 async def predict_binary(
@@ -296,6 +296,7 @@ async def predict_binary(
         raise HTTPException(status_code=413, detail=f"at most {MAX_POINTS} points a request")
     body = await request.body()
     return await service.binary(body, request.headers.get("content-type", ""), experiment)
+
 
 def _torch() -> Any:
     """torch, imported when a worker starts, with HEAT_SERVING_TORCH_THREADS threads (default 1)."""
@@ -330,7 +331,6 @@ def _array(points: list[tuple[float, ...]], width: int) -> np.ndarray:
     return flat.reshape(len(points), width)
 
 
-
 def _binary_points(body: bytes, content_type: str) -> np.ndarray:
     """The [n, 3] points of a /predict-binary body, or the 4xx that says what is wrong with it."""
     if content_type.split(";")[0].strip().lower() != BINARY:
@@ -348,6 +348,7 @@ def _binary_points(body: bytes, content_type: str) -> np.ndarray:
         raise HTTPException(status_code=422, detail=(
             f"point {int(np.argmin(finite))} is not finite (NaN or infinity)"))
     return xyt
+
 
 def _lineage(model: Any) -> dict[str, Any]:
     meta = model.info.metadata
