@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 MAX_POINTS = int(os.environ.get("HEAT_SERVING_MAX_POINTS", "10000"))
 
@@ -49,6 +49,22 @@ class Temperatures(Lineage):
 class Diffusivities(Lineage):
     a: list[float]
     in_domain: list[bool]
+
+
+class ExperimentQuery(BaseModel):
+    """A query string that may name the experiment (POST /predict-binary)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    experiment: ExperimentName
+
+
+class TemperatureQuery(ExperimentQuery):
+    """GET /predict-temperature's query string: one point."""
+
+    x: FiniteFloat
+    y: FiniteFloat
+    t: FiniteFloat
 
 
 class KServeRequest(BaseModel):

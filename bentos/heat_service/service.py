@@ -16,31 +16,38 @@ Two BentoML services in one server:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import gc
 import itertools
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import bentoml
 import numpy as np
 from auth import ApiKeyMiddleware
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from pydantic import FiniteFloat
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from schemas import (
     MAX_POINTS,
     Diffusivities,
     ExperimentName,
+    ExperimentQuery,
     KServeRequest,
     KServeResponse,
     Points2,
     Points3,
     TemperatureAtPoint,
+    TemperatureQuery,
     Temperatures,
 )
 from serving_log import ServingLog
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MANIFEST = json.loads((Path(__file__).parent / "served_models.json").read_text())
 EXPERIMENTS: list[str] = sorted(MANIFEST["models"])
@@ -69,6 +76,18 @@ def _flag(name: str, default: bool) -> bool:
 TRACING = {} if _flag("HEAT_SERVING_TRACING", default=False) else {"excluded_urls": [".*"]}
 # BentoML's per-request access log line (the sampled serving log is written either way).
 ACCESS_LOG = _flag("HEAT_SERVING_ACCESS_LOG", default=True)
+# A worker holds ~250k objects once torch, BentoML and the models are loaded, and each full
+# (generation 2) collection walked them all: ~160 ms during which none of the worker's requests
+# moved, every few seconds under load (bench/serving.py). Frozen after startup, they are
+# never walked again.
+GC_FREEZE = _flag("HEAT_SERVING_GC_FREEZE", default=True)
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive after a worker's startup out of the garbage collector's reach."""
+    if GC_FREEZE:
+        gc.collect()
+        gc.freeze()
 
 
 class _HeatModels:
@@ -78,6 +97,10 @@ class _HeatModels:
         self.torch = _torch()
         self.networks = [_network(self.torch, getattr(self, _attribute(name)))
                          for name in EXPERIMENTS]
+
+    @bentoml.on_startup
+    def _after_startup(self) -> None:
+        _freeze_startup_objects()
 
     # max_latency_ms is the point where BentoML sheds load (503), not the batching window,
     # which adapts by itself; on a busy 2-core machine 20 ms would shed ordinary traffic.
@@ -146,6 +169,10 @@ class HeatService:
             documentation="Points outside the training domain (ratio: divide by heat_predictions_total)",
             labelnames=["experiment", "model_version", "endpoint"])
 
+    @bentoml.on_startup
+    def _after_startup(self) -> None:
+        _freeze_startup_objects()
+
     @bentoml.api(route="/predict")
     async def predict(self, points: Points3, experiment: ExperimentName = None) -> Temperatures:
         """u at a batch of points [[x, y, t], ...], with the lineage of the model once."""
@@ -202,6 +229,12 @@ class HeatService:
                             f"x-heat-{key.replace('_', '-')}": value
                             for key, value in lineage.items()})
 
+    @functools.cache  # noqa: B019 (one service instance per worker, a handful of keys)
+    def _counters(self, name: str, endpoint: str) -> tuple[Any, Any]:
+        labels = {"experiment": name, "model_version": self.lineage[name]["model_version"],
+                  "endpoint": endpoint}
+        return self.predictions.labels(**labels), self.out_of_domain.labels(**labels)
+
     def _experiment(self, requested: str | None, http: bool = False) -> str:
         name = requested or DEFAULT_EXPERIMENT
         if name not in self.lineage:
@@ -237,9 +270,9 @@ class HeatService:
         lineage = {key: value for key, value in self.lineage[name].items() if key != "domain"}
         answer = {**lineage, "request_id": uuid.uuid4().hex,
                   "timestamp": dt.datetime.now(dt.UTC).isoformat()}
-        labels = {"experiment": name, "model_version": lineage["model_version"], "endpoint": endpoint}
-        self.predictions.labels(**labels).inc(len(xyt))
-        self.out_of_domain.labels(**labels).inc(int((~in_domain).sum()))
+        predicted, outside = self._counters(name, endpoint)
+        predicted.inc(len(xyt))
+        outside.inc(len(in_domain) - int(np.count_nonzero(in_domain)))
         self.log.record(
             columns={"x": xyt[:, 0], "y": xyt[:, 1], "t": xyt[:, 2], "value": values,
                      "in_domain": in_domain},
@@ -251,10 +284,11 @@ class HeatService:
 
 
 # The FastAPI routes (query parameters and paths BentoML's @bentoml.api cannot express) are
-# module functions that receive the worker's HeatService from an *async* dependency. Written as
-# methods, BentoML would inject ``self`` with a sync dependency, which FastAPI runs in its thread
-# pool on every request: 0.57 of the 1.47 ms of CPU a single point cost in the front worker's
-# ASGI app, and half its requests/s at 16 clients (bench/serving.py).
+# module functions that get the worker's HeatService from ``bentoml.get_current_service()``, here
+# through an *async* dependency. Written as methods, BentoML would inject ``self`` with a sync
+# dependency, which FastAPI runs in its thread pool on every request: 0.57 of the 1.47 ms of CPU
+# a single point cost in the front worker's ASGI app, and half its requests/s at 16 clients
+# (bench/serving.py).
 async def _service() -> HeatService:
     return bentoml.get_current_service()
 
@@ -262,16 +296,51 @@ async def _service() -> HeatService:
 Service = Annotated[HeatService, Depends(_service)]
 
 
+# GET /predict-temperature and POST /predict-binary are answered by plain Starlette handlers,
+# registered before the FastAPI routes of the same paths (Starlette answers with the first route
+# that matches): FastAPI's per-request machinery (dependency solving, parameter and response
+# model validation) cost ~0.2 of the ~0.8 ms of CPU a single point took in the worker's ASGI app
+# (bench/serving.py). The FastAPI routes document them in the OpenAPI schema and do the same by
+# calling the handlers; the query is validated by the same pydantic model either way.
+async def _predict_temperature(request: Request) -> Response:
+    query = _query(TemperatureQuery, request)
+    answer = await bentoml.get_current_service().temperature_at(
+        query.x, query.y, query.t, query.experiment)
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+async def _predict_binary(request: Request) -> Response:
+    query = _query(ExperimentQuery, request)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > BINARY_POINT_BYTES * MAX_POINTS:
+        raise HTTPException(status_code=413, detail=f"at most {MAX_POINTS} points a request")
+    body = await request.body()
+    return await bentoml.get_current_service().binary(
+        body, request.headers.get("content-type", ""), query.experiment)
+
+
+app.add_route("/predict-temperature", _predict_temperature, methods=["GET"],
+              include_in_schema=False)
+app.add_route("/predict-binary", _predict_binary, methods=["POST"], include_in_schema=False)
+
+
 @app.get("/predict-temperature", response_model=TemperatureAtPoint)
 async def predict_temperature(
-    service: Service,
-    x: Annotated[FiniteFloat, Query()],
-    y: Annotated[FiniteFloat, Query()],
-    t: Annotated[FiniteFloat, Query()],
-    experiment: Annotated[str | None, Query(max_length=64)] = None,
-) -> TemperatureAtPoint:
+    request: Request, query: Annotated[TemperatureQuery, Query()],
+) -> Response:
     """u at one point: the original design's documented GET API."""
-    return await service.temperature_at(x, y, t, experiment)
+    return await _predict_temperature(request)
+
+
+@app.post("/predict-binary", response_class=Response, openapi_extra={"requestBody": {
+    "required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}}})
+async def predict_binary(request: Request, query: Annotated[ExperimentQuery, Query()]) -> Response:
+    """u at a batch of points without JSON: the body is the points as little-endian float32
+    (x, y, t) triples (12 bytes a point, ``application/octet-stream``); the answer's body is the
+    n float32 u values followed by n ``in_domain`` bytes (1 inside the training domain, 0
+    outside), its lineage the ``X-Heat-*`` headers (``x-heat-model-version``, ...). For clients
+    that move many points: no JSON to write, parse or validate (bench/serving.py)."""
+    return await _predict_binary(request)
 
 
 @app.post("/v1/models/{name}:predict", response_model=KServeResponse)
@@ -280,22 +349,13 @@ async def kserve_predict(service: Service, name: str, body: KServeRequest) -> KS
     return await service.kserve(name, body)
 
 
-@app.post("/predict-binary", response_class=Response, openapi_extra={"requestBody": {
-    "required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}}})
-async def predict_binary(
-    service: Service, request: Request,
-    experiment: Annotated[str | None, Query(max_length=64)] = None,
-) -> Response:
-    """u at a batch of points without JSON: the body is the points as little-endian float32
-    (x, y, t) triples (12 bytes a point, ``application/octet-stream``); the answer's body is the
-    n float32 u values followed by n ``in_domain`` bytes (1 inside the training domain, 0
-    outside), its lineage the ``X-Heat-*`` headers (``x-heat-model-version``, ...). For clients
-    that move many points: no JSON to write, parse or validate (bench/serving.py)."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > BINARY_POINT_BYTES * MAX_POINTS:
-        raise HTTPException(status_code=413, detail=f"at most {MAX_POINTS} points a request")
-    body = await request.body()
-    return await service.binary(body, request.headers.get("content-type", ""), experiment)
+def _query(model: type[ModelT], request: Request) -> ModelT:
+    """The request's query string validated by ``model``, or the 422 FastAPI would answer."""
+    try:
+        return model.model_validate(request.query_params)
+    except ValidationError as error:
+        raise RequestValidationError([{**detail, "loc": ("query", *detail["loc"])}
+                                      for detail in error.errors(include_url=False)]) from None
 
 
 def _torch() -> Any:

@@ -105,6 +105,7 @@ BAD = [
     ("get", "/predict-temperature?x=nan&y=0.2&t=0.1", None, 422, "finite"),
     ("get", "/predict-temperature?x=inf&y=0.2&t=0.1", None, 422, "finite"),
     ("get", "/predict-temperature?x=0.1&y=0.2&t=0.1&experiment=nope", None, 404, "unknown"),
+    ("get", "/predict-temperature?x=0.1&y=0.2&t=0.1&experiment=" + "e" * 65, None, 422, "experiment"),
     ("post", "/v1/models/inclusion:predict", {"instances": []}, 422, "instances"),
     ("post", "/v1/models/inclusion:predict", {"instances": [[1, 2]]}, 422, "instances"),
     ("post", "/v1/models/nope:predict", {"instances": [[0.1, 0.2, 0.3]]}, 404, "unknown"),
@@ -132,6 +133,7 @@ BAD_BINARY = [
     (bytes(12 * 2001), {}, 413, "at most 2000"),
     (bytes(12), {"content_type": "application/json"}, 415, "application/octet-stream"),
     (bytes(12), {"experiment": "nope"}, 404, "unknown experiment"),
+    (bytes(12), {"experiment": "e" * 65}, 422, "at most 64 characters"),
 ]
 
 
@@ -141,6 +143,21 @@ def test_bad_binary_bodies_get_a_specific_4xx(http, body, options, status, says)
     response = post_binary(http, body, **options)
     assert response.status_code == status, response.text
     assert says in response.text
+
+
+def test_the_openapi_schema_documents_every_route(http):
+    """GET /predict-temperature and POST /predict-binary are served by lean Starlette handlers;
+    the FastAPI routes behind them still document them."""
+    paths = http.get("/docs.json").json()["paths"]
+    single = paths["/predict-temperature"]["get"]
+    assert {p["name"] for p in single["parameters"] if p["in"] == "query"} == {
+        "x", "y", "t", "experiment"}
+    assert "TemperatureAtPoint" in json.dumps(single["responses"]["200"])
+    binary = paths["/predict-binary"]["post"]
+    assert [p["name"] for p in binary["parameters"]] == ["experiment"]
+    assert "application/octet-stream" in binary["requestBody"]["content"]
+    for path in ("/predict", "/diffusivity", "/v1/models/{name}:predict"):
+        assert "post" in paths[path], path
 
 
 def test_nan_and_inf_in_json_bodies_are_refused(http):
