@@ -111,6 +111,29 @@ Run of 2026-11-29 11:00 (load average 1.3-1.8), after two changes:
   does nothing: the libuv in uvloop 0.23 no longer reads it. BentoML's workers share one
   CircusSocket; one SO_REUSEPORT socket per worker (the kernel spreads connections) is not
   exposed by ``bentoml serve``.
+
+Run of 2026-11-29 12:52 (load average 1.6-2.3), after three changes:
+
+* GET /predict-temperature and POST /predict-binary are plain Starlette handlers registered
+  before their FastAPI routes (which still document them): FastAPI's dependency solving and
+  parameter and response-model validation cost 0.17-0.22 of 0.67-0.83 ms of CPU per single point
+  in the ASGI app (in process, 25 interleaved chunks of 300 requests per route, median; the
+  query is validated by one pydantic model instead). Earlier the same idea was measured at 0.08
+  ms, with separate processes whose spread (+-10 %) hid it.
+* each worker freezes its startup objects (``gc.freeze()``): a full collection walked ~250k
+  objects for ~160 ms. Without it, the worst request of nearly every scenario took 130-310 ms
+  (the ``gc-unfrozen`` variant: max 188 / 238 / 299 ms for single points at 1 / 16 / 64
+  clients, p99 at 64 clients 142 ms); with it 9 / 59 / 111 ms, p99 at 64 clients 91 ms.
+* the Prometheus children of ``heat_predictions_total`` and ``heat_out_of_domain_points_total``
+  are looked up once per experiment and endpoint instead of twice per request.
+
+In that run the default bento's 16-client single-point and JSON-batch scenarios got one server
+core (all connections on one worker): single p95 23.9 ms (954 requests/s), JSON batches 408k
+points/s at 16 clients and 599k at 64, where p95 was 283 ms, above the SLO floor's 200 ms; binary
+992k points/s at 64 clients. The no-access-log variant got 1.16M binary points/s at 64 clients.
+One 8-second run per scenario is a draw: bench/serving_trials.py repeats the scenarios that
+matter, interleaved against the service of 0df76d2 (before these changes), and reports medians
+and ranges (bench/results/serving_trials.json; figures in the README).
 """
 
 from __future__ import annotations
@@ -158,6 +181,7 @@ EXTRA_CONFIGS = [
     "workers1:HEAT_SERVING_WORKERS=1",
     "no-access-log:HEAT_SERVING_ACCESS_LOG=0",
     "direct64:HEAT_SERVING_DIRECT_MAX_POINTS=64",
+    "gc-unfrozen:HEAT_SERVING_GC_FREEZE=0",
 ]
 TARGETS = {
     "single_p95_ms_at_16_clients_max": 20.0,
@@ -562,6 +586,20 @@ def check_targets(results: dict, label: str, naive: list[str]) -> dict:
 # --- driver ---------------------------------------------------------------------------------
 
 
+def machine(load_at_start: tuple[float, float, float], started: float) -> dict:
+    """The machine, the versions that matter and its load over the run."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        **{package: version(package) for package in
+           ("torch", "bentoml", "fastapi", "uvicorn", "aiohttp", "numpy")},
+        "load_average_start": [round(v, 2) for v in load_at_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+
+
 def parse_bento_config(text: str) -> tuple[str, dict[str, str]]:
     """``label:KEY=VALUE,KEY=VALUE`` -> (label, env overrides)."""
     label, _, pairs = text.partition(":")
@@ -715,16 +753,7 @@ def main() -> None:
         "results": results,
         "load_average_per_service": load,
         "server_log_warnings": server_logs,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            **{package: version(package) for package in
-               ("torch", "bentoml", "fastapi", "uvicorn", "aiohttp", "numpy")},
-            "load_average_start": [round(v, 2) for v in load_at_start],
-            "load_average_end": [round(v, 2) for v in os.getloadavg()],
-            "wall_time_s": round(time.perf_counter() - started, 1),
-        },
+        "machine": machine(load_at_start, started),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
