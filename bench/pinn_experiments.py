@@ -22,7 +22,9 @@ fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
   observation points to the PDE term (physical units);
 * ``--u-weight-decay W``: add W times the sum of the squared weights of the u-network;
 * ``--init-seed N``: initialise the networks (and draw collocation points) with N instead of the
-  noise seed, for ensembles over initialisations.
+  noise seed, for ensembles over initialisations;
+* ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
+  the end of the (u, a) fields and of the networks' weights (snapshot averaging).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def main() -> None:
     parser.add_argument("--h2", type=float, default=0.0)
     parser.add_argument("--u-weight-decay", type=float, default=0.0)
     parser.add_argument("--init-seed", type=int, default=None)
+    parser.add_argument("--average-from", type=int, nargs="*", default=[],
+                        help="also score the mean of the logged (u, a) fields, and of the "
+                             "logged weights, from each of these steps to the end")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -61,7 +66,7 @@ def main() -> None:
     _import_deepxde()
     spec = heatinv_spec()
     train = heatinv_observations(noise_seed=args.seed, spec=spec)
-    patch_training(args, spec)
+    snapshots = patch_training(args, spec)
     config = dataclasses.replace(
         PINNConfig.accurate(),
         seed=args.seed if args.init_seed is None else args.init_seed,
@@ -84,6 +89,16 @@ def main() -> None:
             for h in trained.history
         ],
     }
+    evaluation = EvaluationSet.of(spec)
+    result["averages"] = []
+    for first in args.average_from:
+        chosen = [i for i, step in enumerate(snapshots["steps"]) if step >= first]
+        mean = np.mean([snapshots["fields"][i] for i in chosen], axis=0)
+        average = {"from": first, "steps": len(chosen), "of_fields": {
+            k: round(v, 5) for k, v in evaluation.errors(mean[:, 0], mean[:, 1]).items()},
+            "of_weights": average_weights_score(snapshots, chosen, evaluation)}
+        result["averages"].append(average)
+        print(json.dumps(average))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["final"]), f"{result['wall_time_s']} s")
@@ -97,6 +112,7 @@ def patch_training(args, spec) -> None:
     points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
+    snapshots = {"steps": [], "fields": [], "weights": [], "net": None}
 
     def metrics_with_l2re(self):
         values = metrics(self)
@@ -104,6 +120,12 @@ def patch_training(args, spec) -> None:
         with torch.no_grad():
             ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
         values["l2re"] = evaluation.errors(ua[:, 0], ua[:, 1])["l2re"]
+        if args.average_from and self.step >= min(args.average_from) \
+                and self.step not in snapshots["steps"]:
+            snapshots["steps"].append(self.step)
+            snapshots["fields"].append(ua)
+            snapshots["weights"].append({k: v.detach().clone() for k, v in net.state_dict().items()})
+            snapshots["net"] = net
         return values
 
     def losses_with_penalties(self, targets, outputs, loss_fn, inputs, model, aux=None):
@@ -126,6 +148,22 @@ def patch_training(args, spec) -> None:
 
     parts.Monitor.metrics = metrics_with_l2re
     parts.HeatData.losses = losses_with_penalties
+    return snapshots
+
+
+def average_weights_score(snapshots, chosen: list[int], evaluation) -> dict:
+    """The L2RE of the network whose weights are the mean of the chosen logged snapshots."""
+    net = snapshots["net"]
+    last = {k: v.clone() for k, v in net.state_dict().items()}
+    weights = [snapshots["weights"][i] for i in chosen]
+    mean = {k: torch.mean(torch.stack([w[k].double() for w in weights]), dim=0)
+               .to(last[k].dtype) for k in last}
+    net.load_state_dict(mean)
+    points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
+    with torch.no_grad():
+        ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
+    net.load_state_dict(last)
+    return {k: round(v, 5) for k, v in evaluation.errors(ua[:, 0], ua[:, 1]).items()}
 
 
 if __name__ == "__main__":
