@@ -53,6 +53,8 @@ def start_variant(label: str, overrides: dict[str, str], workdir: Path, bento: s
 
 
 def summary(rows: list[dict]) -> dict:
+    """Per scenario and variant: median and range of p95 and of points/s, and how many runs
+    had the server on about one core (all connections on one front worker)."""
     out: dict[str, dict] = {}
     for row in rows:
         out.setdefault(row["scenario"], {}).setdefault(row["service"], []).append(row)
