@@ -23,6 +23,8 @@ fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
 * ``--u-weight-decay W``: add W times the sum of the squared weights of the u-network;
 * ``--init-seed N``: initialise the networks (and draw collocation points) with N instead of the
   noise seed, for ensembles over initialisations;
+* ``--warm-start-weight W``: warm-start a from the classical inversion at the fixed penalty
+  weight W (bench/pinn_accuracy.py's ``ORACLE_WEIGHTS``) instead of the discrepancy principle's;
 * ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
   the end of the (u, a) fields and of the networks' weights (snapshot averaging).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 from pinn_accuracy import EvaluationSet, parse_overrides, score
 
+from heat_platform.pinn import inversion
 from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
 from heat_platform.pinn.physics import _grad
 from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
@@ -57,6 +61,9 @@ def main() -> None:
     parser.add_argument("--average-from", type=int, nargs="*", default=[],
                         help="also score the mean of the logged (u, a) fields, and of the "
                              "logged weights, from each of these steps to the end")
+    parser.add_argument("--warm-start-weight", type=float, default=None,
+                        help="warm-start a from the classical inversion at this fixed penalty "
+                             "weight instead of the discrepancy principle's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -112,6 +119,9 @@ def patch_training(args, spec) -> None:
     points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
+    if args.warm_start_weight is not None:
+        inversion.invert_spec = functools.partial(inversion.invert_spec,
+                                                  weight=args.warm_start_weight)
     snapshots = {"steps": [], "fields": [], "weights": [], "net": None}
 
     def metrics_with_l2re(self):
