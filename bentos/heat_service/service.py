@@ -29,7 +29,7 @@ from typing import Annotated, Any, TypeVar
 import bentoml
 import numpy as np
 from auth import ApiKeyMiddleware
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from schemas import (
@@ -284,18 +284,10 @@ class HeatService:
 
 
 # The FastAPI routes (query parameters and paths BentoML's @bentoml.api cannot express) are
-# module functions that get the worker's HeatService from ``bentoml.get_current_service()``, here
-# through an *async* dependency. Written as methods, BentoML would inject ``self`` with a sync
-# dependency, which FastAPI runs in its thread pool on every request: 0.57 of the 1.47 ms of CPU
-# a single point cost in the front worker's ASGI app, and half its requests/s at 16 clients
-# (bench/serving.py).
-async def _service() -> HeatService:
-    return bentoml.get_current_service()
-
-
-Service = Annotated[HeatService, Depends(_service)]
-
-
+# module functions that get the worker's HeatService from ``bentoml.get_current_service()``.
+# Written as methods, BentoML would inject ``self`` with a sync dependency, which FastAPI runs in
+# its thread pool on every request: 0.57 of the 1.47 ms of CPU a single point cost in the front
+# worker's ASGI app, and half its requests/s at 16 clients (bench/serving.py).
 # GET /predict-temperature and POST /predict-binary are answered by plain Starlette handlers,
 # registered before the FastAPI routes of the same paths (Starlette answers with the first route
 # that matches): FastAPI's per-request machinery (dependency solving, parameter and response
@@ -344,9 +336,9 @@ async def predict_binary(request: Request, query: Annotated[ExperimentQuery, Que
 
 
 @app.post("/v1/models/{name}:predict", response_model=KServeResponse)
-async def kserve_predict(service: Service, name: str, body: KServeRequest) -> KServeResponse:
+async def kserve_predict(name: str, body: KServeRequest) -> KServeResponse:
     """KServe v1 protocol; ``name`` is the experiment or its registered model name."""
-    return await service.kserve(name, body)
+    return await bentoml.get_current_service().kserve(name, body)
 
 
 def _query(model: type[ModelT], request: Request) -> ModelT:
