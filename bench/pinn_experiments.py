@@ -116,7 +116,6 @@ def patch_training(args, spec) -> None:
     """Put the chosen variants into heat_platform.pinn.pinn's DeepXDE parts (this process)."""
     parts = _deepxde_parts()
     evaluation = EvaluationSet.of(spec)
-    points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
     if args.warm_start_weight is not None:
@@ -127,8 +126,7 @@ def patch_training(args, spec) -> None:
     def metrics_with_l2re(self):
         values = metrics(self)
         net = self.model.net
-        with torch.no_grad():
-            ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
+        ua = fields_at(net, evaluation)
         values["l2re"] = evaluation.errors(ua[:, 0], ua[:, 1])["l2re"]
         if args.average_from and self.step >= min(args.average_from) \
                 and self.step not in snapshots["steps"]:
@@ -161,6 +159,13 @@ def patch_training(args, spec) -> None:
     return snapshots
 
 
+def fields_at(net: torch.nn.Module, evaluation: EvaluationSet) -> np.ndarray:
+    """[n, 2] (u, a) of the network at the evaluation points."""
+    points = np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1)
+    with torch.no_grad():
+        return net(torch.tensor(points, dtype=next(net.parameters()).dtype)).double().numpy()
+
+
 def average_weights_score(snapshots, chosen: list[int], evaluation) -> dict:
     """The L2RE of the network whose weights are the mean of the chosen logged snapshots."""
     net = snapshots["net"]
@@ -169,9 +174,7 @@ def average_weights_score(snapshots, chosen: list[int], evaluation) -> dict:
     mean = {k: torch.mean(torch.stack([w[k].double() for w in weights]), dim=0)
                .to(last[k].dtype) for k in last}
     net.load_state_dict(mean)
-    points = torch.tensor(np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1))
-    with torch.no_grad():
-        ua = net(points.to(next(net.parameters()).dtype)).double().numpy()
+    ua = fields_at(net, evaluation)
     net.load_state_dict(last)
     return {k: round(v, 5) for k, v in evaluation.errors(ua[:, 0], ua[:, 1]).items()}
 
