@@ -182,6 +182,7 @@ EXTRA_CONFIGS = [
     "no-access-log:HEAT_SERVING_ACCESS_LOG=0",
     "direct64:HEAT_SERVING_DIRECT_MAX_POINTS=64",
     "gc-unfrozen:HEAT_SERVING_GC_FREEZE=0",
+    "bentoml-route:HEAT_SERVING_DIRECT_JSON=0",
 ]
 TARGETS = {
     "single_p95_ms_at_16_clients_max": 20.0,
