@@ -50,6 +50,10 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         report = wait("the drift report", lambda: drift_of(instance, "b003-material"))
         assert report.metadata["drift"].value is True, report.metadata["reasons"].value
         wait("the retrained champion", lambda: deployed_version(instance) == "2", timeout_s=400)
+        # deployed_bento is the run's last step: its materialisation is stored just before the
+        # run ends, so wait for the end before asking how it ended
+        wait("the retrain run's end", lambda: all(r.is_finished for r in retrains(instance)),
+             timeout_s=60)
         (retrain,) = retrains(instance)
         assert retrain.status == dg.DagsterRunStatus.SUCCESS
         assert retrain.tags["heat_platform/trigger"] == "drift"
