@@ -133,7 +133,9 @@ points/s at 16 clients and 599k at 64, where p95 was 283 ms, above the SLO floor
 992k points/s at 64 clients. The no-access-log variant got 1.16M binary points/s at 64 clients.
 One 8-second run per scenario is a draw: bench/serving_trials.py repeats the scenarios that
 matter, interleaved against the service of 0df76d2 (before these changes), and reports medians
-and ranges (figures in the README; that file now holds the run below).
+and ranges (figures in the README; that file now holds the run below; a later, quieter run of
+that service with a 3-front-worker variant, no better than 2, is in
+bench/results/serving_trials_workers3.json).
 
 Run of 2026-11-29 15:00 (load average 2.3 at the start from the test suite that had just ended,
 1.4-2.0 later), after two changes:
