@@ -83,7 +83,7 @@ ACCESS_LOG = _flag("HEAT_SERVING_ACCESS_LOG", default=True)
 # never walked again.
 GC_FREEZE = _flag("HEAT_SERVING_GC_FREEZE", default=True)
 # JSON POST /predict requests that validate are answered by direct_route.DirectJsonRoute instead
-# of BentoML's API wrapper: ~1/3 less CPU for a 1000-point request (bench/serving.py).
+# of BentoML's API wrapper: ~1/5 less CPU for a 1000-point request (bench/serving.py).
 DIRECT_JSON = _flag("HEAT_SERVING_DIRECT_JSON", default=True)
 
 

@@ -11,7 +11,9 @@ that works in PHYSICAL units::
     inside = module.in_domain(points)    # [N] bool: within the training domain (edges included)
     module.domain_bounds                 # [3, 2] buffer: rows x, y, t; columns lo, hi
 
-Inputs of any floating dtype are cast to the model's own. Gradients flow through the module,
+The networks' tanh are computed as 2 sigmoid(2z) - 1, the factors folded into the weights
+(:func:`sigmoid_form`: the same function, cheaper on CPU). Inputs of any floating dtype are
+cast to the model's own. Gradients flow through the module,
 so :func:`heat_platform.pinn.physics.pde_residual` scores an exported model like a live one.
 The file also carries ``metadata.json`` (spec name, domain, scaling, config, versions), read
 with :func:`read_metadata` without loading the network.
@@ -112,8 +114,9 @@ def sigmoid_form(net: torch.nn.Module) -> int:
     after it, which now receives s = sigmoid(2z) instead of 2s - 1, gets twice its weights and
     its bias less the sum of each row of its old weights. On CPU torch's sigmoid costs a third
     of its tanh (1000 x 32 float32 values, one thread: ~33 against ~110 us on the 2-core
-    machine), and the tanh were about two thirds of a 2 x 32 u-network's time. In float32 the rewritten
-    network differs from the tanh one by rounding, ~1e-6 of the output's range.
+    machine), and the tanh were about two thirds of a 2 x 32 u-network's time: u at 1000
+    points takes 0.17 instead of 0.40 ms. In float32 the rewritten network differs from the
+    tanh one by rounding, ~1e-6 of the output's range.
     """
     rewritten = 0
     for fnn in net.modules():
