@@ -145,7 +145,10 @@ Run of 2026-11-29 15:00 (load average 2.3 at the start from the test suite that 
   tanh here, so u at 1000 points takes 0.17 instead of 0.40 ms (this bench's model, one thread);
 * JSON POST /predict requests that validate are answered by a direct route in front of
   BentoML's (direct_route.DirectJsonRoute): in process 1.31 instead of 1.68 ms of CPU per 1000
-  points; everything else, errors included, still goes to BentoML's route.
+  points; everything else, errors included, still goes to BentoML's route. Over HTTP, before
+  the sigmoid model (5 interleaved trials against HEAT_SERVING_DIRECT_JSON=0,
+  bench/results/serving_trials_direct_json.json): JSON batches at 64 clients 908k (525k-1.04M)
+  against 718k (640k-800k) points/s, at 16 clients 811k against 716k.
 
 Every target check passed in this run: single p95 at 16 clients 18.8 ms (naive 31 ms with 2
 workers), binary 1.34M points/s at 16 clients and 1.11M at 64, JSON batches 846k at 64 clients
