@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -52,8 +54,9 @@ class DirectJsonRoute:
         if not self._handles(scope):
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
-        if body is None:  # the client went away before sending all of it
+        try:
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:  # the client went away before sending all of it
             return
         try:
             request = self.input_model.model_validate_json(body or b"{}")
@@ -63,12 +66,12 @@ class DirectJsonRoute:
             answer = None if request is None else await self.answer(request)
         except Exception:
             logger.exception("POST %s failed", self.path)
-            await _respond(send, 500, UNEXPECTED)
+            await Response(UNEXPECTED, 500, media_type=JSON)(scope, receive, send)
             return
         if answer is None:
             await self.app(scope, _replaying(body, receive), send)
             return
-        await _respond(send, 200, answer)
+        await Response(answer, media_type=JSON)(scope, receive, send)
 
     def _handles(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -77,17 +80,6 @@ class DirectJsonRoute:
         content_type = next((value for key, value in scope["headers"] if key == b"content-type"),
                             b"")
         return content_type.split(b";")[0].strip().lower() in (b"", JSON.encode())
-
-
-async def _body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
@@ -102,10 +94,3 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", JSON.encode()),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
