@@ -244,10 +244,15 @@ class HeatService:
                   "endpoint": endpoint}
         return self.predictions.labels(**labels), self.out_of_domain.labels(**labels)
 
-    def _experiment(self, requested: str | None, http: bool = False) -> str:
+    def served(self, requested: str | None) -> str | None:
+        """The experiment a request names (the default one when it names none), if served."""
         name = requested or DEFAULT_EXPERIMENT
-        if name not in self.lineage:
-            message = f"unknown experiment {name!r}; served: {', '.join(EXPERIMENTS)}"
+        return name if name in self.lineage else None
+
+    def _experiment(self, requested: str | None, http: bool = False) -> str:
+        name = self.served(requested)
+        if name is None:
+            message = f"unknown experiment {requested!r}; served: {', '.join(EXPERIMENTS)}"
             if http:
                 raise HTTPException(status_code=404, detail=message)
             raise bentoml.exceptions.NotFound(message)
@@ -435,8 +440,8 @@ async def _predict_direct(request: Any) -> bytes | None:
     """POST /predict through :class:`DirectJsonRoute`: the API's answer, serialised by the same
     ``Temperatures`` model, or ``None`` for an unknown experiment (BentoML's route answers it)."""
     service = bentoml.get_current_service()
-    name = request.experiment or DEFAULT_EXPERIMENT
-    if name not in service.lineage:
+    name = service.served(request.experiment)
+    if name is None:
         return None
     # built from values this service computed, so not validated again (the API's route does)
     answer = Temperatures.model_construct(**await service.temperatures(name, request.points))
