@@ -53,14 +53,21 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | accurate profile, a warm-started from the classical inversion at the fixed weight 5 (the best fixed weight on seeds 3 and 5, and the oracle's pick on 0, 3 and 5) instead of the discrepancy principle's (one thread) | seeds 3 / 4: 0.041 / 0.047 at 1800 (discrepancy principle: 0.036 / 0.042) | a better classical start does not give a better PINN; not adopted |
 | accurate profile with 4000 collocation points instead of 2000 (2500 its, one thread, ~200 s) | seeds 3 / 4: 0.038 / 0.046 at 1800 (2000 points: 0.036 / 0.042), 0.040 / 0.047 at 2500 | the seed-2 gain of 4000 points in the plain profile (row above) does not carry over to the warm-started one; not adopted |
 | accurate profile, then the mean of the logged snapshots (every 100 its) from step 1000 / 1300 / 1500 to 1800, of the (u, a) fields or of the networks' weights (one thread) | from 1500, fields: seeds 3 / 4 / 5 0.0375 / 0.0413 / 0.0322 (mean 0.0370; the last iterate 0.0357 / 0.0417 / 0.0331, mean 0.0368); weights 0.0379 / 0.0406 / 0.0333; from 1000 or 1300 no better. Seed 2: 0.0438 (fields from 1500) against 0.0463 | no gain on the seeds used to choose (3-5), not adopted |
-| **accurate profile today**: the previous row with Adam 500 + L-BFGS 1300 (1800 its, the least mean L2RE over noise seeds 3-5; seeds 0-2 were not used to choose), 2 threads | seeds 0-2: **0.0154 / 0.0264 / 0.0463** (mean 0.029), 111 s each; seeds 3-5: **0.0357 / 0.0417 / 0.0331** (mean 0.037), 128-141 s. Below the classical inversion at its best fixed weight (an oracle) on all six seeds | seed 2 at 1800 its: 0.039 in a one-thread run of the earlier session, 0.046 with two; a one-thread run of 2026-11-29 (bench/pinn_experiments.py) gave 0.0463 and seeds 3-5 the same figures as with two threads, so the 0.039 is not reproduced |
+| accurate profile until 2026-11-29: the previous row with Adam 500 + L-BFGS 1300 (1800 its, the least mean L2RE over noise seeds 3-5; seeds 0-2 were not used to choose), 2 threads | seeds 0-2: **0.0154 / 0.0264 / 0.0463** (mean 0.029), 111 s each; seeds 3-5: **0.0357 / 0.0417 / 0.0331** (mean 0.037), 128-141 s. Below the classical inversion at its best fixed weight (an oracle) on all six seeds | seed 2 at 1800 its: 0.039 in a one-thread run of the earlier session, 0.046 with two; a one-thread run of 2026-11-29 (bench/pinn_experiments.py) gave 0.0463 and seeds 3-5 the same figures as with two threads, so the 0.039 is not reproduced |
+| that profile with a soft floor on the data misfit at the noise level (``misfit_floor=1``: the data term stops rewarding a mean squared misfit below sigma^2, :func:`heat_platform.pinn.pinn.floored_misfit`, width 0.01), 3000 its (one thread) | seeds 3 / 4 / 5: 0.0373 / 0.0331 / 0.0311 at 3000 (mean 0.0338; no floor at 1800: 0.0357 / 0.0417 / 0.0331, mean 0.0368); seed 3 run to 5000 its: 0.032-0.037 from 2500 to 5000 | the misfit settles at ~0.98 (the truth's ~1.0) instead of sinking, the PDE residual keeps falling (0.001 at 3000), and a no longer drifts with more iterations |
+| the same, floor width 0.002 / 0.03 instead of 0.01 | seed 4: 0.0386 / 0.0420; seed 3: 0.0407 (0.03) | a tighter floor smooths u too much (relL2(u) 0.065 on seed 4); 0.01 kept |
+| **accurate profile today**: the floor (width 0.01), Adam 500 + L-BFGS 2500, chosen on seeds 3-5 (2 threads) | seeds 0-2: **0.0139 / 0.0211 / 0.0494** (mean 0.028), 133-143 s each; seeds 3-5: **0.0373 / 0.0331 / 0.0311** (mean 0.034), 111-135 s | seeds 0 and 1 better, seed 2 worse than without the floor (0.0154 / 0.0264 / 0.0463); on seed 2 it sits at 0.045-0.049 from 900 its to 3000 |
 
 The rows with "(3000 its)", the initialisation, warm-start and snapshot rows are reproduced with
 bench/pinn_experiments.py (one thread each), e.g. ``--seed 2 --h2 3e-4``, ``--seed 2
 --u-weight-decay 1e-4``, ``--seed 2 --set dtype=float64``, ``--seed 2 --init-seed 12``,
 ``--seed 3 --iterations 1800 --average-from 1000 1300 1500``, ``--seed 3 --iterations 1800
 --warm-start-weight 5``, ``--seed 3 --iterations 2500 --set n_domain=4000``,
-``--seed 5 --freeze-a-during-adam``, ``--seed 2 --warm-start-classical [--freeze-a-during-adam]``.
+``--seed 5 --set misfit_floor=0 warm_start_a=false`` (a frozen during Adam, no warm start),
+``--seed 2 --set misfit_floor=0 freeze_a_steps=0`` (the warm start alone). The script starts
+from today's accurate profile: the rows from before the misfit floor need ``--set
+misfit_floor=0`` (and ``--set warm_start_a=false freeze_a_steps=0`` the plain ones); the floor's
+rows are ``--seed 3 --iterations 5000`` and ``--seed 4 --floor-width 0.002``.
 
 Where the error is: a is least identifiable near x = 0 and y = 0, where u = exp(-t) sin(pi x)
 sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); on seed 2 the error of a is
@@ -77,9 +84,12 @@ seed 5 the oracle reaches 0.036 while the plain PINN ended at 0.070 (seed 4: 0.0
 its error was not the noise draw's alone: its implicit prior (the networks' smoothness, the
 point where L-BFGS stops) was weaker than a tuned Tikhonov penalty on some draws. Starting the
 a-network from the classical solution and keeping it there while Adam fits u (table, last three
-rows; the accurate profile since) fixed that: the accurate profile is now below the oracle on
-each of seeds 0-5, and at most 0.04 on each draw where the oracle is (0, 1, 3, 5); it stays
-above 0.04 on the two where the oracle is too (2: 0.046 against 0.057; 4: 0.042 against 0.046).
+rows) fixed that: that profile was below the oracle on each of seeds 0-5, and at most 0.04 on
+each draw where the oracle is (0, 1, 3, 5), but it drifted after ~1800 iterations, so its length
+was a tuned stopping point. Flooring the data misfit at the noise level (the accurate profile
+since 2026-11-29) stops the drift: u no longer fits the noise, and the PDE residual takes the
+iterations. The profile is below the oracle on each of seeds 0-5 and at most 0.04 on all but
+seed 2 (4: 0.033 against the oracle's 0.046); on seed 2 it is 0.049 against 0.057.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
   weight W (bench/pinn_accuracy.py's ``ORACLE_WEIGHTS``) instead of the discrepancy principle's;
 * ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
   the end of the (u, a) fields and of the networks' weights (snapshot averaging).
+* ``--floor-width W``: the width of the data misfit's soft floor (``MISFIT_FLOOR_WIDTH``, 0.01;
+  ``--set misfit_floor=0`` turns the floor off).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from pinn_accuracy import EvaluationSet, parse_overrides, score
 
-from heat_platform.pinn import inversion
+from heat_platform.pinn import inversion, pinn
 from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
 from heat_platform.pinn.physics import _grad
 from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
@@ -64,6 +66,8 @@ def main() -> None:
     parser.add_argument("--warm-start-weight", type=float, default=None,
                         help="warm-start a from the classical inversion at this fixed penalty "
                              "weight instead of the discrepancy principle's")
+    parser.add_argument("--floor-width", type=float, default=None,
+                        help="width of the data misfit's soft floor (MISFIT_FLOOR_WIDTH)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -118,6 +122,8 @@ def patch_training(args, spec) -> None:
     evaluation = EvaluationSet.of(spec)
 
     metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
+    if args.floor_width is not None:
+        pinn.MISFIT_FLOOR_WIDTH = args.floor_width
     if args.warm_start_weight is not None:
         inversion.invert_spec = functools.partial(inversion.invert_spec,
                                                   weight=args.warm_start_weight)

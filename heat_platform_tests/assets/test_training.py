@@ -87,5 +87,7 @@ def test_a_profile_sets_the_training_and_any_field_given_overrides_it():
     assert accurate.warm_start_a and accurate.freeze_a_steps > 0 and accurate.threads == 2
     plain = PINNTrainingConfig(profile="accurate", warm_start_a=False).pinn_config()
     assert not plain.warm_start_a and plain.freeze_a_steps == accurate.freeze_a_steps
+    assert accurate.misfit_floor == 1.0  # the noise level; 0 turns the floor off
+    assert PINNTrainingConfig(profile="accurate", misfit_floor=0).pinn_config().misfit_floor == 0
     smoke = PINNTrainingConfig(profile="smoke", device="cpu").pinn_config()
     assert (smoke.adam_iterations, smoke.warm_start_a, smoke.device) == (100, False, "cpu")

@@ -15,6 +15,7 @@ from heat_platform.pinn.pinn import (
     Observations,
     PINNConfig,
     TrainingDiverged,
+    floored_misfit,
     train_pinn,
 )
 from heat_platform.pinn.scaling import Scaling
@@ -240,6 +241,33 @@ def test_a_warm_started_from_the_classical_inversion(problem):
     assert trained.warm_start["fit_rmse"] < 0.02 and trained.warm_start["classical_weight"] > 0
 
 
+def test_the_floored_misfit_is_the_misfit_above_the_floor_and_flat_below_it():
+    misfit = torch.tensor([0.2, 0.9, 0.97, 1.0, 1.03, 1.1, 3.0], requires_grad=True)
+    floored = floored_misfit(misfit, 1.0)
+    (slope,) = torch.autograd.grad(floored.sum(), misfit)
+    np.testing.assert_allclose(floored.detach()[[0, 1, -2, -1]], [1.0, 1.0, 1.1, 3.0], atol=1e-4)
+    np.testing.assert_allclose(slope[[0, 1, -2, -1]], [0.0, 0.0, 1.0, 1.0], atol=1e-4)
+    assert torch.all(torch.diff(slope) >= 0)
+    assert 0.4 < slope[3] < 0.6  # half the data term's weight at the floor itself
+
+
+def test_a_misfit_floor_stops_u_fitting_closer_and_gives_the_pde_the_difference(problem):
+    spec, train, scaling = problem
+    config = dataclasses.replace(TINY, adam_iterations=100, lbfgs_iterations=100, log_every=20)
+    free = train_pinn(spec, train, scaling, config).history[-1]
+    floor = 4 * free["loss_data"]  # a floor the training without one goes well below
+    floored = train_pinn(
+        spec, train, scaling, dataclasses.replace(config, misfit_floor=floor)
+    ).history[-1]
+    # the logged data loss is the misfit itself, held near the floor instead of below it ...
+    assert floor - 0.1 < floored["loss_data"] < 1.2 * floor
+    # ... and the loss the floor no longer pays for the data goes to the PDE residual
+    assert floored["loss_pde"] < free["loss_pde"]
+    no_sigma = dataclasses.replace(train, sigma=None)
+    with pytest.raises(ValueError, match="noise level"):
+        train_pinn(spec, no_sigma, scaling, dataclasses.replace(config, misfit_floor=1.0))
+
+
 def test_soft_boundary_diffusivity_adds_a_loss_term(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1.5"})
@@ -253,6 +281,8 @@ def test_bad_inputs_are_rejected():
         train_pinn(None, None, None, dataclasses.replace(TINY, n_domain=0))
     with pytest.raises(ValueError, match="dtype"):
         PINNConfig(dtype="float16").check()
+    with pytest.raises(ValueError, match="misfit_floor"):
+        PINNConfig(misfit_floor=-1.0).check()
     with pytest.raises(ValueError, match="length"):
         Observations(x=[0, 1], y=[0], t=[0], u=[0])
     with pytest.raises(ValueError, match="sigma"):
