@@ -56,6 +56,7 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | accurate profile until 2026-11-29: the previous row with Adam 500 + L-BFGS 1300 (1800 its, the least mean L2RE over noise seeds 3-5; seeds 0-2 were not used to choose), 2 threads | seeds 0-2: **0.0154 / 0.0264 / 0.0463** (mean 0.029), 111 s each; seeds 3-5: **0.0357 / 0.0417 / 0.0331** (mean 0.037), 128-141 s. Below the classical inversion at its best fixed weight (an oracle) on all six seeds | seed 2 at 1800 its: 0.039 in a one-thread run of the earlier session, 0.046 with two; a one-thread run of 2026-11-29 (bench/pinn_experiments.py) gave 0.0463 and seeds 3-5 the same figures as with two threads, so the 0.039 is not reproduced |
 | that profile with a soft floor on the data misfit at the noise level (``misfit_floor=1``: the data term stops rewarding a mean squared misfit below sigma^2, :func:`heat_platform.pinn.pinn.floored_misfit`, width 0.01), 3000 its (one thread) | seeds 3 / 4 / 5: 0.0373 / 0.0331 / 0.0311 at 3000 (mean 0.0338; no floor at 1800: 0.0357 / 0.0417 / 0.0331, mean 0.0368); seed 3 run to 5000 its: 0.032-0.037 from 2500 to 5000 | the misfit settles at ~0.98 (the truth's ~1.0) instead of sinking, the PDE residual keeps falling (0.001 at 3000), and a no longer drifts with more iterations |
 | the same, floor width 0.002 / 0.03 instead of 0.01 | seed 4: 0.0386 / 0.0420; seed 3: 0.0407 (0.03) | a tighter floor smooths u too much (relL2(u) 0.065 on seed 4); 0.01 kept |
+| the same (width 0.01) with 4000 collocation points instead of 2000 (one thread, ~215 s) | seeds 3 / 4: 0.0370 / 0.0395 (2000 points: 0.0373 / 0.0331) | not adopted |
 | **accurate profile today**: the floor (width 0.01), Adam 500 + L-BFGS 2500, chosen on seeds 3-5 (2 threads) | seeds 0-2: **0.0139 / 0.0211 / 0.0494** (mean 0.028), 133-143 s each; seeds 3-5: **0.0373 / 0.0331 / 0.0311** (mean 0.034), 111-135 s | seeds 0 and 1 better, seed 2 worse than without the floor (0.0154 / 0.0264 / 0.0463); on seed 2 it sits at 0.045-0.049 from 900 its to 3000 |
 
 The rows with "(3000 its)", the initialisation, warm-start and snapshot rows are reproduced with
@@ -67,7 +68,8 @@ bench/pinn_experiments.py (one thread each), e.g. ``--seed 2 --h2 3e-4``, ``--se
 ``--seed 2 --set misfit_floor=0 freeze_a_steps=0`` (the warm start alone). The script starts
 from today's accurate profile: the rows from before the misfit floor need ``--set
 misfit_floor=0`` (and ``--set warm_start_a=false freeze_a_steps=0`` the plain ones); the floor's
-rows are ``--seed 3 --iterations 5000`` and ``--seed 4 --floor-width 0.002``.
+rows are ``--seed 3 --iterations 5000``, ``--seed 4 --floor-width 0.002`` and ``--seed 4 --set
+n_domain=4000``.
 
 Where the error is: a is least identifiable near x = 0 and y = 0, where u = exp(-t) sin(pi x)
 sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); on seed 2 the error of a is
