@@ -325,7 +325,7 @@ def train_pinn(
     once). Raises :class:`TrainingDiverged` when the loss becomes non-finite.
     """
     config = copy.deepcopy(config).check()
-    if config.misfit_floor and train.sigma is None and spec.noise_sigma is None:
+    if config.misfit_floor and _known_noise(train, spec) is None:
         raise ValueError("PINNConfig.misfit_floor is in units of the noise level, which is not "
                          "known: give the readings' sigma or the spec's noise_sigma")
     dde = _import_deepxde()
@@ -485,9 +485,9 @@ def _deepxde_parts():
             self.real = np.float32 if config.dtype == "float32" else np.float64
             self.observed = train.points
             self.u_observed = train.u[:, None].astype(self.real)
-            sigma = train.sigma
+            sigma = _known_noise(train, spec)
             if sigma is None:
-                sigma = spec.noise_sigma if spec.noise_sigma is not None else scaling.u.scale
+                sigma = scaling.u.scale
             self.sigma = torch.as_tensor(
                 np.broadcast_to(sigma, train.u.shape).copy(), dtype=torch.get_default_dtype()
             )
@@ -842,6 +842,12 @@ def _boundary_points(
     points[side == 0, 0], points[side == 1, 0] = lo[0], hi[0]
     points[side == 2, 1], points[side == 3, 1] = lo[1], hi[1]
     return points
+
+
+def _known_noise(train: Observations, spec) -> np.ndarray | float | None:
+    """The readings' noise standard deviation: their own sigma, else the spec's noise_sigma;
+    None when neither says."""
+    return train.sigma if train.sigma is not None else spec.noise_sigma
 
 
 def _crossed(previous: int, step: int, every: int) -> bool:
