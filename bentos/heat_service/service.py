@@ -252,7 +252,8 @@ class HeatService:
     def _experiment(self, requested: str | None, http: bool = False) -> str:
         name = self.served(requested)
         if name is None:
-            message = f"unknown experiment {requested!r}; served: {', '.join(EXPERIMENTS)}"
+            message = (f"unknown experiment {requested or DEFAULT_EXPERIMENT!r}; "
+                       f"served: {', '.join(EXPERIMENTS)}")
             if http:
                 raise HTTPException(status_code=404, detail=message)
             raise bentoml.exceptions.NotFound(message)
