@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Probes and metrics stay open so Kubernetes and Prometheus need no secret.
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-
-Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
 class ApiKeyMiddleware:
@@ -21,7 +18,7 @@ class ApiKeyMiddleware:
         self.app = app
         self.api_key = api_key.encode()
 
-    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorised(scope):
             await self.app(scope, receive, send)
             return

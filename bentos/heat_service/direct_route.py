@@ -25,11 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Answer = Callable[[Any], Awaitable[bytes | None]]
 
 JSON = "application/json"
@@ -86,7 +83,7 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     """A receive channel that gives the already read body first, then the client's messages."""
     sent = False
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         nonlocal sent
         if sent:
             return await receive()
