@@ -19,7 +19,8 @@ The whole problem, DeepXDE style (:func:`train_pinn`):
   spec's ``noise_sigma``, else the temperature's spread), so at the noise level the data loss
   is about 1. With ``misfit_floor`` (the accurate profile) the data term stops rewarding a fit
   closer than the noise (:func:`floored_misfit`): once u is that close, L-BFGS lowers the PDE
-  residual instead of fitting the noise, and a no longer drifts as training goes on.
+  residual instead of fitting the noise, and a drifts less as training goes on (not on every
+  noise draw: bench/pinn_accuracy.py).
 * **training**: Adam, then L-BFGS on the last collocation set; checkpoints, resumption and a
   guard against divergence are callbacks. Optionally (the accurate profile) a starts from the
   classical inversion of the same observations (:func:`warm_start_diffusivity`) and stays
