@@ -25,6 +25,9 @@ fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
   noise seed, for ensembles over initialisations;
 * ``--warm-start-weight W``: warm-start a from the classical inversion at the fixed penalty
   weight W (bench/pinn_accuracy.py's ``ORACLE_WEIGHTS``) instead of the discrepancy principle's;
+* ``--warm-start-truth``: warm-start a from the TRUE diffusivity instead of the classical
+  inversion (a diagnostic, like the oracle: does training stay at the truth, or does the loss
+  on this noise draw pull a away from it?);
 * ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
   the end of the (u, a) fields and of the networks' weights (snapshot averaging).
 * ``--floor-width W``: the width of the data misfit's soft floor (``MISFIT_FLOOR_WIDTH``, 0.01;
@@ -38,6 +41,7 @@ import dataclasses
 import functools
 import json
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--warm-start-weight", type=float, default=None,
                         help="warm-start a from the classical inversion at this fixed penalty "
                              "weight instead of the discrepancy principle's")
+    parser.add_argument("--warm-start-truth", action="store_true",
+                        help="warm-start a from the true diffusivity (diagnostic)")
     parser.add_argument("--floor-width", type=float, default=None,
                         help="width of the data misfit's soft floor (MISFIT_FLOOR_WIDTH)")
     parser.add_argument("--threads", type=int, default=1)
@@ -127,6 +133,8 @@ def patch_training(args, spec) -> None:
     if args.warm_start_weight is not None:
         inversion.invert_spec = functools.partial(inversion.invert_spec,
                                                   weight=args.warm_start_weight)
+    if args.warm_start_truth:
+        inversion.invert_spec = truth_as_inversion
     snapshots = {"steps": [], "fields": [], "weights": [], "net": None}
 
     def metrics_with_l2re(self):
@@ -163,6 +171,15 @@ def patch_training(args, spec) -> None:
     parts.Monitor.metrics = metrics_with_l2re
     parts.HeatData.losses = losses_with_penalties
     return snapshots
+
+
+def truth_as_inversion(spec, observations, **_) -> types.SimpleNamespace:
+    """In place of :func:`inversion.invert_spec`: the true diffusivity, for the warm start."""
+    return types.SimpleNamespace(
+        diffusivity=lambda x, y: spec.diffusivity_truth(x=x, y=y),
+        weight=float("nan"),
+        chi2_per_observation=float("nan"),
+    )
 
 
 def fields_at(net: torch.nn.Module, evaluation: EvaluationSet) -> np.ndarray:
