@@ -94,8 +94,8 @@ it the plain PINN (0.054 at the end, 0.045 on its way) was already below the ora
 seed 5 the oracle reaches 0.036 while the plain PINN ended at 0.070 (seed 4: 0.046 and 0.053), so
 its error was not the noise draw's alone: its implicit prior (the networks' smoothness, the
 point where L-BFGS stops) was weaker than a tuned Tikhonov penalty on some draws. Starting the
-a-network from the classical solution and keeping it there while Adam fits u (table, last three
-rows) fixed that: that profile was below the oracle on each of seeds 0-5, and at most 0.04 on
+a-network from the classical solution and keeping it there while Adam fits u (table, the rows
+from "a-network first fitted") fixed that: that profile was below the oracle on each of seeds 0-5, and at most 0.04 on
 each draw where the oracle is (0, 1, 3, 5), but it drifted after ~1800 iterations, so its length
 was a tuned stopping point. Flooring the data misfit at the noise level (the accurate profile
 since 2026-11-29) stops u from fitting the noise, and the PDE residual takes the iterations. It
