@@ -58,7 +58,7 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | the same, floor width 0.002 / 0.03 instead of 0.01 | seed 4: 0.0386 / 0.0420; seed 3: 0.0407 (0.03) | a tighter floor smooths u too much (relL2(u) 0.065 on seed 4); 0.01 kept |
 | the same (width 0.01) with 4000 collocation points instead of 2000 (one thread, ~215 s) | seeds 3 / 4: 0.0370 / 0.0395 (2000 points: 0.0373 / 0.0331) | not adopted |
 | **accurate profile today**: the floor (width 0.01), Adam 500 + L-BFGS 2500, chosen on seeds 3-5 (2 threads) | seeds 0-2: **0.0139 / 0.0211 / 0.0494** (mean 0.028), 133-143 s each; seeds 3-5: **0.0373 / 0.0331 / 0.0311** (mean 0.034), 111-135 s | seeds 0 and 1 better, seed 2 worse than without the floor (0.0154 / 0.0264 / 0.0463); on seed 2 it sits at 0.045-0.049 from 900 its to 3000 |
-| accurate profile, noise seeds 6 / 7 / 8 / 9, held out (never used to choose; 2 threads) | **0.0421 / 0.0428 / 0.0350 / 0.0259** (mean 0.036), 115-142 s | seed 6 reaches 0.030 at 1500 its and rises to 0.042 at 3000 with the misfit at 0.99: the floor does not stop every drift; seed 7 is still falling at 3000 (0.050 at 1800). Over seeds 0-9: mean 0.033, <= 0.04 on 7 of 10; the classical oracle: mean 0.042, <= 0.04 on 6 of 10, and above the PINN on 8 of 10 |
+| accurate profile, noise seeds 6 / 7 / 8 / 9, held out when the profile was chosen (2 threads; the rows below then use them) | **0.0421 / 0.0428 / 0.0350 / 0.0259** (mean 0.036), 115-142 s | seed 6 reaches 0.030 at 1500 its and rises to 0.042 at 3000 with the misfit at 0.99: the floor does not stop every drift; seed 7 is still falling at 3000 (0.050 at 1800). Over seeds 0-9: mean 0.033, <= 0.04 on 7 of 10; the classical oracle: mean 0.042, <= 0.04 on 6 of 10, and above the PINN on 8 of 10 |
 | the profile with a frozen for 1000 its instead of 500 (seeds 3-9, one thread, from here on chosen on seeds 3-9) | 0.0348 / 0.0399 / 0.0315 / 0.0417 / 0.0398 / 0.0451 / 0.0299 (mean 0.0375; the profile: 0.0373 / 0.0331 / 0.0311 / 0.0421 / 0.0428 / 0.0350 / 0.0259, mean 0.0353) | not adopted |
 | the profile with a 2x16 instead of 2x32 | 0.0302 / 0.0375 / 0.0412 / 0.0404 / 0.0349 / 0.0365 / 0.0322 (mean 0.0361) | not adopted |
 | the profile plus an H2 penalty 1e-4 mean(lap a)^2 (with the floor the misfit is held, so a penalty on a would choose among the fits at the noise level) | 0.0500 / 0.0673 / 0.0254 / 0.0301 / 0.0727 / 0.0356 / 0.0378 (mean 0.0456), ~265 s | much worse on 3, 4, 7; not adopted |
@@ -77,38 +77,39 @@ misfit_floor=0`` (and ``--set warm_start_a=false freeze_a_steps=0`` the plain on
 rows are ``--seed 3 --iterations 5000``, ``--seed 4 --floor-width 0.002`` and ``--seed 4 --set
 n_domain=4000``; the rows on seeds 3-9 are ``--seed N`` (the profile, with its trajectory),
 ``--seed N --set freeze_a_steps=1000``, ``--seed N --set hidden_a=16``, ``--seed N --h2 1e-4``
-and ``--seed N --average-from 1000 1500 2000``; the diagnostic is ``--seed N --warm-start-truth``. The held-out row is ``bench/pinn_accuracy.py
---seeds 6 7 8 9 --out bench/results/pinn_accuracy_seeds6-9.json``.
+and ``--seed N --average-from 1000 1500 2000``; the diagnostic is ``--seed N
+--warm-start-truth``. The held-out row is ``bench/pinn_accuracy.py --seeds 6 7 8 9 --out
+bench/results/pinn_accuracy_seeds6-9.json``.
 
 Where the error is: a is least identifiable near x = 0 and y = 0, where u = exp(-t) sin(pi x)
 sin(pi y) vanishes (at the origin u, grad u and lap u all vanish); on seed 2 the error of a is
 largest there (rms 0.13-0.19 within |x| or |y| < 0.15) but not only there (rms ~0.10 in the
 rest of the interior), and its shape depends on the noise draw.
 
-How hard each noise draw is: beside every PINN run, the classical inversion (H2 penalty) is
-also run at fixed penalty weights (``ORACLE_WEIGHTS``) and the best of them is reported
+How hard each noise draw is: beside every PINN run, the classical inversion (H2 penalty) is also
+run at fixed penalty weights (``ORACLE_WEIGHTS``) and the best of them is reported
 (``oracle_best``): an oracle, since it picks the weight with the truth. Over noise seeds 0-9 it
-is 0.038, 0.039, 0.057, 0.039, 0.046, 0.036, 0.036, 0.037, 0.050, 0.048: four draws in ten
-stay above 0.04 for a smoothness prior of any strength. Seed 2 is the hardest of the ten, and on
-it the plain PINN (0.054 at the end, 0.045 on its way) was already below the oracle; but on
-seed 5 the oracle reaches 0.036 while the plain PINN ended at 0.070 (seed 4: 0.046 and 0.053), so
-its error was not the noise draw's alone: its implicit prior (the networks' smoothness, the
-point where L-BFGS stops) was weaker than a tuned Tikhonov penalty on some draws. Starting the
+is 0.038, 0.039, 0.057, 0.039, 0.046, 0.036, 0.036, 0.037, 0.050, 0.048: four draws in ten stay
+above 0.04 for a smoothness prior of any strength. Seed 2 is the hardest of the ten, and on it
+the plain PINN (0.054 at the end, 0.045 on its way) was already below the oracle; but on seed 5
+the oracle reaches 0.036 while the plain PINN ended at 0.070 (seed 4: 0.046 and 0.053), so its
+error was not the noise draw's alone: its implicit prior (the networks' smoothness, the point
+where L-BFGS stops) was weaker than a tuned Tikhonov penalty on some draws. Starting the
 a-network from the classical solution and keeping it there while Adam fits u (table, the rows
-from "a-network first fitted") fixed that: that profile was below the oracle on each of seeds 0-5, and at most 0.04 on
-each draw where the oracle is (0, 1, 3, 5), but it drifted after ~1800 iterations, so its length
-was a tuned stopping point. Flooring the data misfit at the noise level (the accurate profile
-since 2026-11-29) stops u from fitting the noise, and the PDE residual takes the iterations. It
-does not stop every drift: once the misfit sits at the floor and the residual is near zero,
-every (u, a) that solves the PDE and fits the data to the noise level is as good to the loss as
-the truth, and where L-BFGS ends on that set depends on its path (seed 6: 0.030 at 1500 its,
-0.042 at 3000). Over noise seeds 0-9 the profile has mean 0.033 and is at most 0.04 on 7 of 10
-draws (2: 0.049, 6: 0.042, 7: 0.043); the oracle has mean 0.042 and is at most 0.04 on 6 of 10,
-and is below the PINN on seeds 6 and 7 only. Changes tried on seeds 3-9 after that (a frozen
-longer, a smaller a-network, an H2 penalty with the floor, snapshot averaging) did not lower
-the mean over those seven draws. Started from the true a (a diagnostic), the same training
-ends at 0.040 on seeds 2 and 6: on those draws the objective's own fits at the noise level lie
-about 0.04 from the truth, whatever the start.
+from "a-network first fitted") fixed that: that profile was below the oracle on each of seeds
+0-5, and at most 0.04 on each draw where the oracle is (0, 1, 3, 5), but it drifted after ~1800
+iterations, so its length was a tuned stopping point. Flooring the data misfit at the noise
+level (the accurate profile since 2026-11-29) stops u from fitting the noise, and the PDE
+residual takes the iterations. It does not stop every drift: once the misfit sits at the floor
+and the residual is near zero, every (u, a) that solves the PDE and fits the data to the noise
+level is as good to the loss as the truth, and where L-BFGS ends on that set depends on its path
+(seed 6: 0.030 at 1500 its, 0.042 at 3000). Over noise seeds 0-9 the profile has mean 0.033 and
+is at most 0.04 on 7 of 10 draws (2: 0.049, 6: 0.042, 7: 0.043); the oracle has mean 0.042 and
+is at most 0.04 on 6 of 10, and is below the PINN on seeds 6 and 7 only. Changes tried on seeds
+3-9 after that (a frozen longer, a smaller a-network, an H2 penalty with the floor, snapshot
+averaging) did not lower the mean over those seven draws. Started from the true a (a
+diagnostic), the same training ends at 0.040 on seeds 2 and 6: on those draws the objective's
+own fits at the noise level lie about 0.04 from the truth, whatever the start.
 """
 
 from __future__ import annotations
