@@ -30,6 +30,8 @@ fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
   on this noise draw pull a away from it?);
 * ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
   the end of the (u, a) fields and of the networks' weights (snapshot averaging).
+* ``--noise-scale F``: scale the drawn noise by F and keep the declared sigma (0: noise-free
+  data, with ``--set misfit_floor=0``; a diagnostic of the PINN's own bias);
 * ``--floor-width W``: the width of the data misfit's soft floor (``MISFIT_FLOOR_WIDTH``, 0.01;
   ``--set misfit_floor=0`` turns the floor off).
 """
@@ -74,6 +76,9 @@ def main() -> None:
                         help="warm-start a from the true diffusivity (diagnostic)")
     parser.add_argument("--floor-width", type=float, default=None,
                         help="width of the data misfit's soft floor (MISFIT_FLOOR_WIDTH)")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="scale the drawn noise by this factor, the declared sigma kept "
+                             "(0: noise-free data; diagnostic)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -82,7 +87,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     _import_deepxde()
     spec = heatinv_spec()
-    train = heatinv_observations(noise_seed=args.seed, spec=spec)
+    train = scaled_noise(heatinv_observations(noise_seed=args.seed, spec=spec), spec,
+                         args.noise_scale)
     snapshots = patch_training(args, spec)
     config = dataclasses.replace(
         PINNConfig.accurate(),
@@ -171,6 +177,16 @@ def patch_training(args, spec) -> None:
     parts.Monitor.metrics = metrics_with_l2re
     parts.HeatData.losses = losses_with_penalties
     return snapshots
+
+
+def scaled_noise(observations, spec, scale: float):
+    """``observations`` with their noise scaled by ``scale`` and their declared sigma kept, so
+    the losses keep their units (0: the true u at the points)."""
+    if scale == 1.0:
+        return observations
+    o = observations
+    truth = spec.temperature_truth(x=o.x, y=o.y, t=o.t)
+    return dataclasses.replace(o, u=truth + scale * (o.u - truth))
 
 
 def truth_as_inversion(spec, observations, **_) -> types.SimpleNamespace:

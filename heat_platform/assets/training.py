@@ -67,7 +67,8 @@ class PINNTrainingConfig(dg.Config):
     misfit_floor: float | None = Field(
         default=None, description="Data misfit (units of the noise variance) below which fitting "
         "the data earns nothing more, so the PDE residual takes over: 1 is the noise level, 0 "
-        "turns it off (accurate profile: 1). Needs the experiment's noise level.")
+        "turns it off (accurate profile: 1). Needs the experiment's noise level, and trusts it: "
+        "with sigma stated at twice the real noise, u misses the data by the stated sigma.")
     hidden_u: int | None = Field(default=None, description="Width of the u network.")
     depth_u: int | None = Field(default=None, description="Hidden layers of the u network.")
     hidden_a: int | None = Field(default=None, description="Width of the a network.")
