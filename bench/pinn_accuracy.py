@@ -57,7 +57,7 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | that profile with a soft floor on the data misfit at the noise level (``misfit_floor=1``: the data term stops rewarding a mean squared misfit below sigma^2, :func:`heat_platform.pinn.pinn.floored_misfit`, width 0.01), 3000 its (one thread) | seeds 3 / 4 / 5: 0.0373 / 0.0331 / 0.0311 at 3000 (mean 0.0338; no floor at 1800: 0.0357 / 0.0417 / 0.0331, mean 0.0368); seed 3 run to 5000 its: 0.032-0.037 from 2500 to 5000 | the misfit settles at ~0.98 (the truth's ~1.0) instead of sinking, the PDE residual keeps falling (0.001 at 3000), and a no longer drifts with more iterations |
 | the same, floor width 0.002 / 0.03 instead of 0.01 | seed 4: 0.0386 / 0.0420; seed 3: 0.0407 (0.03) | a tighter floor smooths u too much (relL2(u) 0.065 on seed 4); 0.01 kept |
 | the same (width 0.01) with 4000 collocation points instead of 2000 (one thread, ~215 s) | seeds 3 / 4: 0.0370 / 0.0395 (2000 points: 0.0373 / 0.0331) | not adopted |
-| **accurate profile today**: the floor (width 0.01), Adam 500 + L-BFGS 2500, chosen on seeds 3-5 (2 threads) | seeds 0-2: **0.0139 / 0.0211 / 0.0494** (mean 0.028), 133-143 s each; seeds 3-5: **0.0373 / 0.0331 / 0.0311** (mean 0.034), 111-135 s | seeds 0 and 1 better, seed 2 worse than without the floor (0.0154 / 0.0264 / 0.0463); on seed 2 it sits at 0.045-0.049 from 900 its to 3000 |
+| accurate profile from 2026-11-29 to 2026-12-02 (one network): the floor (width 0.01), Adam 500 + L-BFGS 2500, chosen on seeds 3-5 (2 threads) | seeds 0-2: **0.0139 / 0.0211 / 0.0494** (mean 0.028), 133-143 s each; seeds 3-5: **0.0373 / 0.0331 / 0.0311** (mean 0.034), 111-135 s | seeds 0 and 1 better, seed 2 worse than without the floor (0.0154 / 0.0264 / 0.0463); on seed 2 it sits at 0.045-0.049 from 900 its to 3000 |
 | accurate profile, noise seeds 6 / 7 / 8 / 9, held out when the profile was chosen (2 threads; the rows below then use them) | **0.0421 / 0.0428 / 0.0350 / 0.0259** (mean 0.036), 115-142 s | seed 6 reaches 0.030 at 1500 its and rises to 0.042 at 3000 with the misfit at 0.99: the floor does not stop every drift; seed 7 is still falling at 3000 (0.050 at 1800). Over seeds 0-9: mean 0.033, <= 0.04 on 7 of 10; the classical oracle: mean 0.042, <= 0.04 on 6 of 10, and above the PINN on 8 of 10 |
 | the profile with a frozen for 1000 its instead of 500 (seeds 3-9, one thread, from here on chosen on seeds 3-9) | 0.0348 / 0.0399 / 0.0315 / 0.0417 / 0.0398 / 0.0451 / 0.0299 (mean 0.0375; the profile: 0.0373 / 0.0331 / 0.0311 / 0.0421 / 0.0428 / 0.0350 / 0.0259, mean 0.0353) | not adopted |
 | the profile with a 2x16 instead of 2x32 | 0.0302 / 0.0375 / 0.0412 / 0.0404 / 0.0349 / 0.0365 / 0.0322 (mean 0.0361) | not adopted |
@@ -67,6 +67,9 @@ loss of the truth is ~1 (0.996, 1.005, 0.991 for noise seeds 0, 1, 2).
 | diagnostic: from the true a, a frozen for 2000 its (u fitted to the data and the PDE with the true a first), then released (``--warm-start-truth --set freeze_a_steps=2000``) | seeds 2 / 6: 0.0086 / 0.0077 at 2000, then a moves steadily away: 0.025 / 0.034 at 3000, 0.036 / 0.037 at 4000; seed 2 run on until L-BFGS stops (4300 its): 0.0375 | the misfit moves little (seed 2: 0.978 to 0.972) while the PDE residual falls 8x (0.0055 to 0.0007): the loss's minimum near the truth lies ~0.037 from it on these draws |
 | the same on noise-free data (``--noise-scale 0 --set misfit_floor=0``, declared sigma kept for the units) | 0.0054 at 2000, 0.0081 at 4000; from the classical start (the profile without the floor): 0.023 at 3000, still falling | the PINN's own bias (network, collocation) is ~0.01: the rest of the 0.037 is the noise draw's |
 | noise halved, declared sigma kept, from the truth (``--noise-scale 0.5``) | 0.067 (relL2(u) 0.26) | the floor lets u miss the data by the declared sigma: it needs the declared sigma to be right (noticed, see the README) |
+| rows from here on: another 2-core machine (2026-12-02, AMD EPYC; the rows above ran on an earlier one). The one-network profile (the row of 2026-11-29), same code, data and seeds, one thread and two alike | seeds 0-9: 0.0118 / 0.0220 / 0.0395 / 0.0331 / 0.0381 / 0.0324 / 0.0400 / 0.0380 / 0.0362 / 0.0308 (mean 0.032; the earlier machine: 0.0139 / 0.0211 / 0.0494 / 0.0373 / 0.0331 / 0.0311 / 0.0421 / 0.0428 / 0.0350 / 0.0259), 60 s each on 2 threads | the CPU's kernels round differently, so L-BFGS takes another path to another end: per draw the machines differ by up to 0.01, seed 2 by 0.0099 |
+| the same network from four seeds per noise draw (initialisation and collocation points: ``--init-seed``, seeds 0-9 with ``member_seed(seed, k)``, k = 0-3; one thread) | 40 runs: mean 0.0330, median 0.0347, 0.012-0.054, above 0.04 in 7 of 40. Seed 2: 0.0395 / 0.0298 / 0.0259 / 0.0542 (and init seeds 12 / 22 / 32 / 42: 0.030 / 0.042 / 0.027 / 0.043); the spread within a draw is 0.002-0.011 (std) | where a training ends depends on its seed as much as on the noise draw; the diagnostics above (from the truth, one initialisation each) read the end point of one path as the objective's. In the plain profile two initialisations had correlated (0.82, row above); after the warm start and the floor the seed matters more |
+| **accurate profile today**: ``ensemble=3``, the one-network profile trained from 3 seeds (``member_seed``) and merged into one network, u their mean, a their geometric mean (``merge_members``); 3 members because 10 minutes hold 3 on the slower machine (133-143 s each there) and not 4. Chosen before its figures | seeds 0-2: **0.0129 / 0.0212 / 0.0300** (mean 0.021), 209-236 s each on 2 threads; seeds 3-9: **0.0300 / 0.0376 / 0.0322 / 0.0350 / 0.0292 / 0.0394 / 0.0273**, 204-237 s; over seeds 0-9 mean 0.0295, max 0.0394, below the classical oracle on all ten | below 0.04 on every draw, where the members are above it 5 times in 30; the mean of 3 is below its members' average on every draw (0.0295 against 0.0328 over seeds 0-9). A 4th member (``member_seed(seed, 3)``): mean 0.0294, max 0.0381, 0.004 more on seed 2 (0.034, its member at 0.054) |
 
 The rows with "(3000 its)", the initialisation, warm-start and snapshot rows are reproduced with
 bench/pinn_experiments.py (one thread each), e.g. ``--seed 2 --h2 3e-4``, ``--seed 2
@@ -118,8 +121,16 @@ own fits at the noise level lie about 0.04 from the truth, whatever the start. W
 fitted to the data and the PDE under the true a, releasing a still moves it to 0.037 on both
 draws: the soft floor leaves the misfit a little below the truth's (seed 2: 0.978, then 0.972,
 against 0.991), so u keeps part of the noise, and a moves to make that u solve the PDE (the
-residual falls 8x). On noise-free data the same run stays within 0.01 of the truth: the gap on
-seed 2 is the noise draw's, not the network's or the optimiser's.
+residual falls 8x). On noise-free data the same run stays within 0.01 of the truth. That
+seemed to say that the gap on seed 2 was the noise draw's, not the network's or the
+optimiser's; it rested on one initialisation per draw, and it was wrong in part. Trained from
+other seeds, the same one-network profile ends at 0.026 and 0.030 on seed 2 (and at 0.054 from
+a fourth), and the same seed ends 0.01 apart on two CPUs: where L-BFGS stops among the fits at
+the noise level depends on the path as much as on the draw, with a spread of 0.002-0.011 per
+draw. Averaging members removes part of that: the accurate profile now merges three (below 0.04
+on all ten draws on the 2026-12-02 machine, mean 0.030, against a mean member 0.033). It is not
+better than the one network on every draw (seeds 0 and 8: 0.013 / 0.039 against 0.012 / 0.036)
+and it does not remove what the draw itself does (seeds 4 and 8 stay at 0.038-0.039).
 """
 
 from __future__ import annotations
@@ -172,6 +183,20 @@ class EvaluationSet:
 def score(trained, spec) -> dict:
     evaluation = EvaluationSet.of(spec)
     return evaluation.errors(*trained.predict(evaluation.x, evaluation.y, evaluation.t))
+
+
+def fields_at(net: torch.nn.Module, evaluation: EvaluationSet) -> np.ndarray:
+    """[n, 2] (u, a) of the network at the evaluation points."""
+    points = np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1)
+    with torch.no_grad():
+        return net(torch.tensor(points, dtype=next(net.parameters()).dtype)).double().numpy()
+
+
+def member_l2re(trained, spec) -> list[float]:
+    """The L2RE of each of an ensemble's members on its own ([] for a single network)."""
+    evaluation = EvaluationSet.of(spec)
+    return [round(evaluation.errors(*fields_at(net, evaluation).T)["l2re"], 5)
+            for net in trained.members]
 
 
 ORACLE_WEIGHTS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
@@ -248,6 +273,7 @@ def run_seed(seed: int, config: PINNConfig, spec) -> dict:
     result = {
         "noise_seed": seed,
         **{k: round(v, 5) for k, v in score(trained, spec).items()},
+        "member_l2re": member_l2re(trained, spec),
         "iterations": trained.iterations,
         "wall_time_s": round(wall, 1),
         "final_loss_pde": last.get("loss_pde"),
@@ -258,6 +284,17 @@ def run_seed(seed: int, config: PINNConfig, spec) -> dict:
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux): the same training can end elsewhere on another CPU, whose
+    floating-point kernels round differently and so take L-BFGS along another path."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.partition(":")[2].strip() for line in lines
+                 if line.startswith("model name")), None)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -357,6 +394,7 @@ def main() -> None:
             "threads": args.threads,
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "deepxde": deepxde.__version__,

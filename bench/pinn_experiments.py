@@ -6,11 +6,12 @@ on 2 cores):
     .venv/bin/python bench/pinn_experiments.py --seed 2 --iterations 3000 [--h1 W] [--h2 W]
         [--u-weight-decay W] [--init-seed N] [--set name=value ...] [--out PATH]
 
-Each run trains the accurate profile (``PINNConfig.accurate()``, ``--set`` overrides fields;
-``--iterations`` is Adam's 500 plus L-BFGS) on PINNacle HeatInv with noise seed ``--seed`` and
-writes the final scores and the trajectory (every ``log_every`` steps: data misfit, PDE loss
-and the PINNacle L2RE at bench/pinn_accuracy.py's evaluation points) as JSON. The truth is
-used for scoring only.
+Each run trains one network of the accurate profile (``PINNConfig.accurate()`` with
+``ensemble=1``: the profile's members are such runs from other seeds, ``--init-seed``; ``--set``
+overrides fields; ``--iterations`` is Adam's 500 plus L-BFGS) on PINNacle HeatInv with noise
+seed ``--seed`` and writes the final scores and the trajectory (every ``log_every`` steps: data
+misfit, PDE loss and the PINNacle L2RE at bench/pinn_accuracy.py's evaluation points) as JSON.
+The truth is used for scoring only.
 
 The variants change private parts of heat_platform.pinn.pinn in this process only (the loss,
 the network's initialisation, the start of a phase), so this script is an exploration tool:
@@ -48,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pinn_accuracy import EvaluationSet, parse_overrides, score
+from pinn_accuracy import EvaluationSet, fields_at, parse_overrides, score
 
 from heat_platform.pinn import inversion, pinn
 from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
@@ -95,7 +96,7 @@ def main() -> None:
         seed=args.seed if args.init_seed is None else args.init_seed,
         threads=args.threads,
         device="cpu",
-        **parse_overrides(args.set),
+        **{"ensemble": 1, **parse_overrides(args.set)},
     )
     config = dataclasses.replace(
         config, lbfgs_iterations=args.iterations - config.adam_iterations
@@ -196,13 +197,6 @@ def truth_as_inversion(spec, observations, **_) -> types.SimpleNamespace:
         weight=float("nan"),
         chi2_per_observation=float("nan"),
     )
-
-
-def fields_at(net: torch.nn.Module, evaluation: EvaluationSet) -> np.ndarray:
-    """[n, 2] (u, a) of the network at the evaluation points."""
-    points = np.stack([evaluation.x, evaluation.y, evaluation.t], axis=1)
-    with torch.no_grad():
-        return net(torch.tensor(points, dtype=next(net.parameters()).dtype)).double().numpy()
 
 
 def average_weights_score(snapshots, chosen: list[int], evaluation) -> dict:

@@ -28,7 +28,7 @@ def grid(bounds: dict[str, tuple[float, float]], n: int = 101) -> tuple[np.ndarr
 
 
 def diffusivity_maps(fields: dict[str, Field2D], bounds: dict[str, tuple[float, float]],
-                     title: str = "diffusivity a(x, y)"):
+                     title: str = "diffusivity a(x, y)", label: str = "a"):
     """Side-by-side maps on one colour scale (e.g. candidate, champion, classical, truth)."""
     plt = _pyplot()
     X, Y = grid(bounds)
@@ -46,23 +46,29 @@ def diffusivity_maps(fields: dict[str, Field2D], bounds: dict[str, tuple[float, 
         axis.set_xlabel("x")
         axis.set_ylabel("y")
         axis.set_aspect("equal")
-    figure.colorbar(image, ax=axes[0].tolist(), label="a")
+    figure.colorbar(image, ax=axes[0].tolist(), label=label)
     figure.suptitle(title)
     return figure
 
 
 def loss_curves(history: Sequence[dict[str, float]], title: str = "training"):
+    """Each loss term and the validation RMSE against the step; an ensemble's members (history
+    entries with ``member``) each draw their own curves, in the colours of their terms."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    steps = [h["step"] for h in history]
-    for key in sorted({k for h in history for k in h if k.startswith("loss")}):
-        axis.semilogy(steps, [h.get(key, np.nan) for h in history], label=key)
-    if any("validation_rmse" in h for h in history):
-        axis.semilogy(steps, [h.get("validation_rmse", np.nan) for h in history], "--",
-                      label="validation RMSE of u")
+    members = sorted({h.get("member", 0) for h in history})
+    curves = [(key, "-", key) for key in sorted({k for h in history for k in h
+                                                  if k.startswith("loss")})]
+    if any("val_rmse" in h for h in history):  # train_pinn's name for it
+        curves.append(("val_rmse", "--", "validation RMSE of u"))
+    for colour, (key, style, label) in enumerate(curves):
+        for member in members:
+            rows = [h for h in history if h.get("member", 0) == member]
+            axis.semilogy([h["step"] for h in rows], [h.get(key, np.nan) for h in rows], style,
+                          color=f"C{colour}", label=label if member == members[0] else None)
     axis.set_xlabel("step")
     axis.legend()
-    axis.set_title(title)
+    axis.set_title(title if len(members) == 1 else f"{title} ({len(members)} members)")
     return figure
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from heat_platform.data.ingest import StoredTrainingSet
 from heat_platform.models import figures, tracking
 from heat_platform.models.candidates import ModelCandidate
@@ -32,6 +34,7 @@ class TrainingOutcome:
     wall_time_s: float
     resumed_from_step: int
     run_url: str
+    spread: dict[str, float] | None = None  # ensemble_spread, for an ensemble
 
 
 def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: ProblemSpec, config,
@@ -86,6 +89,14 @@ def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: Pr
             "residual.png": figures.png_bytes(figures.residual_map(
                 lambda x, y, t: pde_residual(module, spec, x, y, t), bounds)),
         }
+        spread = ensemble_spread(trained, bounds)
+        if spread is not None:
+            mlflow.log_metrics({"ensemble.a_spread_rms": spread["rms"],
+                                "ensemble.a_spread_max": spread["max"]})
+            pngs["diffusivity_spread.png"] = figures.png_bytes(figures.diffusivity_maps(
+                {"std of a across members": trained.diffusivity_spread},
+                bounds, f"{stored.experiment}: spread of the {len(trained.members)} members' a",
+                label="std of a"))
         for name, png in pngs.items():
             tracking.log_bytes(mlflow, png, f"figures/{name}")
 
@@ -104,4 +115,14 @@ def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: Pr
     )
     return TrainingOutcome(candidate, scores, pngs, trained.iterations, trained.wall_time_s,
                            trained.resumed_from_step,
-                           tracking_store.run_url(experiment_id, run.info.run_id))
+                           tracking_store.run_url(experiment_id, run.info.run_id), spread)
+
+
+def ensemble_spread(trained, bounds: dict[str, tuple[float, float]]) -> dict[str, float] | None:
+    """RMS and maximum over the domain (a 101-point grid) of the standard deviation of the
+    ensemble members' a; None for a single network."""
+    X, Y = figures.grid(bounds)
+    spread = trained.diffusivity_spread(X, Y)
+    if spread is None:
+        return None
+    return {"rms": float(np.sqrt(np.mean(spread**2))), "max": float(spread.max())}

@@ -59,10 +59,23 @@ def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, re
     assert materialization.metadata["mlflow run"].value.endswith(candidate.run_id)
     assert materialization.metadata["data_version"].value == training_set.data_version
 
+    # an ensemble: one registered model, each member's curves, the spread of their a
     again = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
-                        run_config=pinn_run_config(seed=1))
-    assert again.output_for_node("pinn_model").version == "2"
+                        run_config=pinn_run_config(seed=1, ensemble=2))
+    second = again.output_for_node("pinn_model")
+    assert second.version == "2"
     assert str(client.get_model_version_by_alias(candidate.model_name, "challenger").version) == "2"
+    assert run.data.params["pinn.ensemble"] == "1"
+    assert client.get_run(second.run_id).data.params["pinn.ensemble"] == "2"
+    for member in ("member0", "member1"):
+        assert len(client.get_metric_history(second.run_id, f"{member}/loss_pde")) >= 2
+    assert client.get_metric_history(second.run_id, "loss_pde") == []
+    assert {a.path for a in client.list_artifacts(second.run_id, "figures")} == artifacts | {
+        "figures/diffusivity_spread.png"}
+    spread = client.get_run(second.run_id).data.metrics["ensemble.a_spread_rms"]
+    metadata = latest_materialization(ingested, "pinn_model", EXPERIMENT).metadata
+    assert metadata["ensemble members"].value == 2
+    assert metadata["a spread across members (RMS std)"].value == spread > 0
 
 
 def test_a_diverging_training_fails_clearly_and_registers_nothing(ingested, resources):

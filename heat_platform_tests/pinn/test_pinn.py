@@ -16,6 +16,7 @@ from heat_platform.pinn.pinn import (
     PINNConfig,
     TrainingDiverged,
     floored_misfit,
+    member_seed,
     train_pinn,
 )
 from heat_platform.pinn.scaling import Scaling
@@ -154,6 +155,67 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(problem, tmp_path, 
     assert logged == [] and again.history == resumed.history
 
 
+PAIR = dataclasses.replace(TINY, ensemble=2)
+
+
+@pytest.fixture(scope="module")
+def pair(problem):
+    """An ensemble of two, with what it logged."""
+    spec, train, scaling = problem
+    logged = []
+    trained = train_pinn(spec, train, scaling, PAIR, log=lambda step, m: logged.append((step, m)))
+    return trained, logged
+
+
+def test_an_ensemble_is_its_members_merged_into_one_network(problem, pair):
+    spec, train, scaling = problem
+    ensemble, logged = pair
+    # member 0 is the plain training of the seed, member 1 the plain training of its own seed
+    plain = train_pinn(spec, train, scaling, TINY)
+    second = train_pinn(spec, train, scaling, dataclasses.replace(TINY, seed=member_seed(0, 1)))
+    assert member_seed(0, 1) not in (0, member_seed(1, 1), member_seed(0, 2))
+    members = [entry["member"] for entry in ensemble.history]
+    assert members == [0] * len(plain.history) + [1] * len(second.history)
+    of_members = [{k: v for k, v in entry.items() if k != "member"} for entry in ensemble.history]
+    assert without_wall_time(of_members) == without_wall_time(plain.history + second.history)
+    assert ensemble.iterations == plain.iterations + second.iterations
+    assert {name.partition("/")[0] for _, metrics in logged for name in metrics} == {
+        "member0", "member1"}
+    # one network: u is the members' mean, a their geometric mean, at any point
+    rng = np.random.default_rng(3)
+    x, y, t = rng.uniform(0, 1, (3, 40))
+    (u0, a0), (u1, a1) = plain.predict(x, y, t), second.predict(x, y, t)
+    u, a = ensemble.predict(x, y, t)
+    assert np.max(np.abs(u0 - u1)) > 1e-3 and np.max(np.abs(a0 - a1)) > 1e-3  # they differ
+    np.testing.assert_allclose(u, (u0 + u1) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, np.sqrt(a0 * a1), rtol=1e-5)
+    assert len(list(ensemble.net.parameters())) == len(list(plain.net.parameters()))
+    np.testing.assert_allclose(ensemble.diffusivity_spread(x, y), np.abs(a0 - a1) / 2, rtol=1e-4)
+    assert plain.diffusivity_spread(x, y) is None and plain.members == ()
+
+
+def test_an_interrupted_ensemble_resumes_each_member_from_its_checkpoint(problem, pair, tmp_path):
+    spec, train, scaling = problem
+    uninterrupted, _ = pair
+
+    def crash(step, metrics):
+        if "member1/loss" in metrics and step >= 30:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_pinn(spec, train, scaling, PAIR, log=crash, checkpoint_dir=tmp_path)
+    logged = []
+    resumed = train_pinn(spec, train, scaling, PAIR, checkpoint_dir=tmp_path,
+                         log=lambda step, metrics: logged.append((step, *metrics)))
+    # member 0 had finished and is not trained again; member 1 goes on from its checkpoint
+    assert {name.partition("/")[0] for _, *names in logged for name in names} == {"member1"}
+    first_done = max(e["step"] for e in uninterrupted.history if e["member"] == 0)
+    assert first_done < resumed.resumed_from_step < first_done + logged[0][0]
+    assert without_wall_time(resumed.history) == without_wall_time(uninterrupted.history)
+    points = (np.linspace(0, 1, 7), np.linspace(1, 0, 7), 0.4)
+    np.testing.assert_array_equal(resumed.predict(*points)[0], uninterrupted.predict(*points)[0])
+
+
 def test_a_checkpoint_never_resumes_a_different_training(problem, tmp_path):
     spec, train, scaling = problem
     short = dataclasses.replace(TINY, lbfgs_iterations=0)
@@ -283,6 +345,8 @@ def test_bad_inputs_are_rejected():
         PINNConfig(dtype="float16").check()
     with pytest.raises(ValueError, match="misfit_floor"):
         PINNConfig(misfit_floor=-1.0).check()
+    with pytest.raises(ValueError, match="ensemble"):
+        PINNConfig(ensemble=0).check()
     with pytest.raises(ValueError, match="length"):
         Observations(x=[0, 1], y=[0], t=[0], u=[0])
     with pytest.raises(ValueError, match="sigma"):
