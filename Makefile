@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test dev serve bench lint format lock clean-data env
+.PHONY: demo test test-fast dev serve bench lint format lock clean-data env
 
 # The environment: torch from the local CPU wheel first, then everything else pinned.
 $(STAMP):
@@ -29,10 +29,14 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/heat-platform demo
 
-# Runs the whole test suite (CI calls this through .ci/run).
-test: $(STAMP)
-	$(BIN)/ruff check .
+# Runs lint, the import contracts and the whole test suite (CI calls this through .ci/run).
+test: lint
 	$(BIN)/python -m pytest
+
+# The edit-test loop: what needs no daemon, server or training (under 90 s on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not server" -q
 
 # The Dagster UI (webserver + daemon) on the same instance the demo used.
 dev: $(STAMP)
@@ -51,6 +55,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format heat_platform heat_platform_tests bench bentos

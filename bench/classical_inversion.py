@@ -1,14 +1,17 @@
 """Classical inversion (discrete adjoint + Tikhonov + L-BFGS-B) on PINNacle HeatInv.
 
 Run from the repository root:  .venv/bin/python bench/classical_inversion.py
+    [--seeds 0 1 2] [--penalties gradient laplacian]
 Writes bench/results/classical_inversion.json: for noise seeds 0, 1, 2 and both penalties,
 PINNacle's L2RE on the stacked (u, a), relL2(a), relL2(u) (at 20k uniform points, seed 0),
 the weight the discrepancy principle chose, iterations and wall time. One BLAS thread, as
 in the reference figures of /work/shared/benchmarks/pinnacle-heatinv/README.md.
 
 What the inversion is given: the 2500 shipped points with u + N(0, 0.1^2), sigma = 0.1, the
-source f, a = 2 on the boundary (``heat_platform.pinn.heatinv``). Not the initial or the
+source f, a = 2 on the boundary (``heat_platform.heat.heatinv``). Not the initial or the
 boundary temperature (estimated); the spec's truth formulas are used only to score.
+
+History and figures: bench/RESULTS.md#classical-inversion
 """
 
 from __future__ import annotations
@@ -20,17 +23,16 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
+from machine import machine_info  # noqa: E402
 
-from heat_platform.pinn.heatinv import heatinv_observations, heatinv_spec  # noqa: E402
-from heat_platform.pinn.inversion import invert_diffusivity  # noqa: E402
-from heat_platform.pinn.metrics import pinnacle_l2re, relative_l2, uniform_points  # noqa: E402
+from heat_platform.heat.heatinv import heatinv_observations, heatinv_spec  # noqa: E402
+from heat_platform.heat.inversion import invert_diffusivity  # noqa: E402
+from heat_platform.heat.metrics import pinnacle_l2re, relative_l2, uniform_points  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "classical_inversion.json"
 
@@ -117,15 +119,7 @@ def main() -> None:
         },
         "summary": summary,
         "runs": runs,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_info(load_before, ("numpy", "scipy")),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

@@ -5,51 +5,24 @@ Run from the repository root (DDE_BACKEND=pytorch is set by the script):
     .venv/bin/python bench/drift.py            # full run -> bench/results/drift.json
     .venv/bin/python bench/drift.py --quick    # smoke run: 3 seeds, a shorter ladder, small sizes
     .venv/bin/python bench/drift.py --seeds 40 --sizes 3200 100000 --out /tmp/drift.json
+Other options: --threads N (torch, 2), --cache-dir DIR, --skip-timings. A full run takes 6-11
+minutes on 2 cores with the champion cached, plus its training the first time (2-10 minutes);
+``--quick`` about 1 minute plus training.
 
-A full run takes 6-11 minutes on 2 cores with the champion cached (depending on the load),
-plus its training the first time (2-10 minutes); ``--quick`` about 1 minute plus training.
+The champion is built as the platform builds the demo's: two ``inclusion`` batches (seeds 1, 2)
+-> ``build_training_set`` (held-out sensors, validation_fraction 0.2, split seed 0) ->
+``train_pinn`` with the ``fast`` profile -> TorchScript, cached under ``--cache-dir`` by a key
+over the spec, the seeds, the split and the PINN config. Measured, into the JSON:
 
-The champion is built the way the platform builds one for the demo experiment: two baseline
-batches of the ``inclusion`` scenario (seeds 1 and 2, default 16 x 8 grid x 25 times = 3200
-rows each) -> ``build_training_set`` (held-out sensors, validation_fraction 0.2, split seed 0,
-as ``assets/features.py``) -> ``train_pinn`` with ``PINNConfig.fast()`` (2 threads, CPU) ->
-TorchScript export. Training takes 1-3 minutes; the exported model is cached under
-``--cache-dir`` (default: ``<tmp>/heat-bench-drift/<key>``, the key hashing the scenario spec,
-the batch seeds, the split and the whole PINN config), so reruns skip it.
+1. ``timings``, each size in a fresh subprocess: Evidently's import, the first report, then on
+   N benign rows ``input_drift``, ``rmse_to_noise`` and the full ``batch_drift``, and peak RSS;
+2. ``cases``: ``batch_drift`` with the default ``DriftThresholds`` on ``--seeds`` fresh batches
+   per case (benign; the shipped material and miscalibration shifts; ladders of sensor biases
+   and of inclusion amplitudes): the rates flagged (input, physics, overall, with 95 %
+   Clopper-Pearson intervals), the misfit ratio, PSI(u), the shift's size in noise units and
+   the rates at other thresholds. The load average is recorded at the start and the end.
 
-What is measured:
-
-1. **Timings** (``timings``), each size in a fresh subprocess so its peak RSS is its own:
-   the one-off import of Evidently (``evidently_import_s``); the first Evidently report of the
-   process on a 3200-row batch (``first_report_s``: lazy imports and caches); then on a frame
-   of N rows (copies of the default layout, each with fresh noise N(0, sigma^2), i.e. benign
-   data): ``input_drift`` alone (Evidently DataDriftPreset on x, y, t, u, PSI), the champion's
-   ``rmse_to_noise`` alone, and the full ``batch_drift`` (input + physics: loads the champion,
-   RMSE on the batch and on the validation split, PDE residual on <= 4096 points). The
-   reference is the champion's training set (~5100 rows). Peak RSS is ``ru_maxrss``.
-2. **Detection power** (``cases``): ``batch_drift`` with the default ``DriftThresholds`` on
-   ``--seeds`` fresh batches (seeds 1000, 1001, ...; never the training seeds) per case:
-   * ``benign``: same material, same sensors, fresh noise: any flag is a false alarm;
-   * ``material`` and ``miscalibration``: the scenario's shipped shifts (the inclusion moved
-     to x = 0.7 and grew to amplitude 3; a quarter of the sensors read 0.05 = 5 sigma warm);
-   * a ladder of miscalibrations: a quarter of the sensors biased by 0.5 ... 3 noise levels;
-   * a ladder of material changes: the inclusion's amplitude (truth: a = 1 + 2 exp(-r^2/0.04)
-     centred at (1.3, 0.5)) set to 0 (no inclusion), 1, 1.5, 2.5, 3, 4, 5.
-   Per case: the rate flagged by input drift (Evidently: drift share of x, y, t, u >= 0.5),
-   by physics drift (misfit ratio >= 1.3) and overall, each with a 95 % Clopper-Pearson
-   interval; min / median / max of the misfit ratio, of PSI(u) and of the champion's relative
-   PDE residual; and ``signal_rms_sigma``, the RMS over the batch of the change of the clean
-   temperatures in noise units (the size of the shift as the data see it), so material and
-   bias rows can be compared. ``rates_at_other_thresholds`` re-reads the same reports at other
-   misfit and PSI(u) thresholds, to judge where the defaults sit. ``batch_drift_s`` is the
-   time of each report in a warm process (Evidently imported and one report run beforehand).
-
-Reading the figures: a threshold separates benign from shifted when the benign maximum of the
-misfit ratio lies clearly below it and the shifted minimum above it. All batches share one
-champion (one training run), so the spread is that of the noise and bias draws, not of
-training; a differently trained champion moves the benign level a little (README: 0.95-0.98).
-The machine is shared (a serving benchmark may run beside this one): the load average is
-recorded at the start and the end, and timings are indicative only.
+History and figures: bench/RESULTS.md#drift
 """
 
 from __future__ import annotations
@@ -65,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("DDE_BACKEND", "pytorch")
@@ -73,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import polars as pl
+from machine import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "drift.json"
 SCENARIO = "inclusion"
@@ -91,9 +64,9 @@ PSI_THRESHOLDS = (0.02, 0.05, 0.1, 0.2)
 
 
 def pinn_config(threads: int):
-    from heat_platform.pinn.pinn import PINNConfig
+    from heat_platform.pinn.config import PINNConfig
 
-    return dataclasses.replace(PINNConfig.fast(), threads=threads, device="cpu")
+    return PINNConfig.profile("fast", threads=threads, device="cpu")
 
 
 def batch_frame(batch) -> pl.DataFrame:
@@ -105,7 +78,7 @@ def batch_frame(batch) -> pl.DataFrame:
 def reference_training_set():
     """The champion's training set, built as ``assemble_training_set`` does (deterministic)."""
     from heat_platform.data.training_set import BatchInput, build_training_set
-    from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 
     scenario = SCENARIOS[SCENARIO]
     inputs = []
@@ -119,7 +92,7 @@ def reference_training_set():
 
 def champion(cache_root: Path, threads: int) -> tuple[Path, dict]:
     """The exported champion (trained once per cache key) and facts about its training."""
-    from heat_platform.pinn.synthetic import SCENARIOS
+    from heat_platform.heat.synthetic import SCENARIOS
 
     config = pinn_config(threads)
     spec_sha = hashlib.sha256(SCENARIOS[SCENARIO].spec_path.read_bytes()).hexdigest()
@@ -133,7 +106,7 @@ def champion(cache_root: Path, threads: int) -> tuple[Path, dict]:
         return model, {**json.loads(facts_path.read_text()), "cached": True}
 
     from heat_platform.models.scoring import Readings
-    from heat_platform.pinn.pinn import train_pinn
+    from heat_platform.pinn.trainer import train_pinn
 
     spec = SCENARIOS[SCENARIO].spec
     training_set = reference_training_set()
@@ -160,7 +133,7 @@ def champion(cache_root: Path, threads: int) -> tuple[Path, dict]:
 
 def big_frame(n_rows: int, seed: int = 7) -> pl.DataFrame:
     """``n_rows`` benign rows: copies of the default layout, each with fresh noise."""
-    from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 
     batch = simulate_batch(SCENARIOS[SCENARIO], seed=seed)
     copies = -(-n_rows // len(batch.u))
@@ -184,6 +157,7 @@ def timing_worker(n_rows: int, model: Path, threads: int) -> dict:
     import_s = time.perf_counter() - start
     rss_after_import = _peak_rss_mib()
 
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
     from heat_platform.monitoring.drift import (
         DriftThresholds,
         batch_drift,
@@ -191,7 +165,6 @@ def timing_worker(n_rows: int, model: Path, threads: int) -> dict:
         rmse_to_noise,
     )
     from heat_platform.pinn.export import load_exported
-    from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
 
     spec = SCENARIOS[SCENARIO].spec
     thresholds = DriftThresholds()
@@ -263,7 +236,7 @@ def run_timings(sizes: list[int], model: Path, threads: int) -> list[dict]:
 
 def cases(quick: bool) -> list[dict]:
     """What to simulate: (name, kind, size, shift) with custom shifts of known size."""
-    from heat_platform.pinn.synthetic import SCENARIOS, Shift
+    from heat_platform.heat.synthetic import SCENARIOS, Shift
 
     shipped = SCENARIOS[SCENARIO].shifts
     sigma = SCENARIOS[SCENARIO].spec.noise_sigma
@@ -306,8 +279,8 @@ def _rate(flags: list[bool]) -> dict:
 
 
 def run_case(case: dict, seeds: list[int], training_set, model: Path, baseline_clean) -> dict:
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
     from heat_platform.monitoring.drift import DriftThresholds, batch_drift
-    from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
 
     base = SCENARIOS[SCENARIO]
     spec = base.spec
@@ -442,16 +415,6 @@ def notes(results: list[dict], timings: list[dict]) -> list[str]:
     return out
 
 
-def _versions() -> dict:
-    out = {}
-    for name in ("evidently", "torch", "polars", "numpy", "pandas", "deepxde", "scipy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="batches per case")
@@ -487,7 +450,7 @@ def main() -> None:
 
     timings = [] if args.skip_timings else run_timings(args.sizes, model, args.threads)
 
-    from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 
     training_set = reference_training_set()
     baseline_clean = simulate_batch(SCENARIOS[SCENARIO], seed=0).u_clean
@@ -529,15 +492,8 @@ def main() -> None:
             "pinn_config": dataclasses.asdict(pinn_config(args.threads)),
         },
         "champion": {"path": str(model), **training},
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "versions": _versions(),
-            "load_avg_start": [round(v, 2) for v in load_start],
-            "load_avg_end": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_info(load_start, ("evidently", "torch", "polars", "numpy", "pandas",
+                                             "deepxde", "scipy"), platform=platform.platform()),
         "timings": timings,
         "cases": results,
         "separation": separation(results),

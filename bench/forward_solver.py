@@ -1,9 +1,11 @@
 """Wall time of the Crank-Nicolson forward solver on PINNacle HeatInv (64x64 and 128x128, 200 steps).
 
-Run from the repository root:  .venv/bin/python bench/forward_solver.py [--repeats 7]
+Run from the repository root:  .venv/bin/python bench/forward_solver.py [--repeats 7] [--steps 200]
 Writes bench/results/forward_solver.json. Every figure is the median over the repeats; the
 total is one ``solve_heat`` call (assembly, factorisation, source evaluation, time stepping,
 output array), the parts are timed separately with the same building blocks.
+
+History and figures: bench/RESULTS.md#forward-solver
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy
+from machine import machine_info
 
-from heat_platform.pinn.heatinv import heatinv_points, heatinv_spec
-from heat_platform.pinn.metrics import relative_l2
-from heat_platform.pinn.solver import (
+from heat_platform.heat.heatinv import heatinv_points, heatinv_spec
+from heat_platform.heat.metrics import relative_l2
+from heat_platform.heat.solver import (
     PERMC_SPEC,
     CrankNicolson,
     Grid,
@@ -103,15 +104,7 @@ def main() -> None:
         "target": "128x128 x 200 steps <= 1 s (2-core machine)",
         "permc_spec": PERMC_SPEC,
         "runs": runs,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_info(load_before, ("numpy", "scipy")),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

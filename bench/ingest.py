@@ -16,6 +16,10 @@ What is timed, per size, each in a fresh subprocess (so peak RSS belongs to that
 The synthetic batches are Parquet: 1000 sensors on a grid, a smooth temperature field plus
 noise, and 0.1 % deliberately bad rows (NaN, out-of-domain, duplicates) so the quarantine path
 is exercised. Load average is recorded before and after each run: the machine is shared.
+Options: --sizes N [N ...], --gx-max-rows N, --gx-full N [N ...], --output PATH (the JSON,
+default bench/results/ingest.json).
+
+History and figures: bench/RESULTS.md#ingestion-and-validation
 """
 
 from __future__ import annotations

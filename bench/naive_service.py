@@ -9,6 +9,8 @@ domain check, no metrics, no serving log). Started by bench/serving.py as
 
 i.e. one uvicorn worker with uvicorn's defaults (uvloop and httptools when installed, access
 log on).
+
+History and figures: bench/RESULTS.md#serving
 """
 
 from __future__ import annotations

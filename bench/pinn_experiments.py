@@ -1,40 +1,31 @@
 """Experiments on the PINN's training that are not (yet) part of train_pinn, with the L2RE recorded
-along the way: the rows of bench/pinn_accuracy.py's docstring table that name this script.
+along the way.
 
 Run from the repository root (one thread by default, so two experiments can run side by side
 on 2 cores):
     .venv/bin/python bench/pinn_experiments.py --seed 2 --iterations 3000 [--h1 W] [--h2 W]
         [--u-weight-decay W] [--init-seed N] [--set name=value ...] [--out PATH]
 
-Each run trains one network of the accurate profile (``PINNConfig.accurate()`` with
-``ensemble=1``: the profile's members are such runs from other seeds, ``--init-seed``; ``--set``
-overrides fields; ``--iterations`` is Adam's 500 plus L-BFGS) on PINNacle HeatInv with noise
-seed ``--seed`` and writes the final scores and the trajectory (every ``log_every`` steps: data
-misfit, PDE loss and the PINNacle L2RE at bench/pinn_accuracy.py's evaluation points) as JSON.
-The truth is used for scoring only.
+Each run trains one network of the accurate profile (``PINNConfig.profile("accurate")`` with
+``ensemble=1``; ``--set`` overrides fields, all in one ``--set``; ``--iterations`` is Adam's 500
+plus L-BFGS) on PINNacle HeatInv with noise seed ``--seed`` and writes the final scores and the
+trajectory (every ``log_every`` steps: data misfit, PDE loss and the L2RE at the evaluation
+points of bench/pinn_accuracy.py) to --out (bench/results/pinn_experiment.json). The truth is
+used for scoring only. The variants change the PINN's training classes
+(heat_platform.pinn.trainer, .problem) in this process only: an exploration tool, whose
+successes move into ``train_pinn`` as config fields. ``--h1 W`` / ``--h2 W`` add
+W mean|grad a|^2 / W mean(lap a)^2 at the collocation and observation points to the PDE term;
+``--u-weight-decay W`` adds W times the sum of the squared weights of the u-network;
+``--init-seed N`` initialises the networks and draws collocation points with N instead of the
+noise seed; ``--warm-start-weight W`` warm-starts a from the classical inversion at the fixed
+weight W instead of the discrepancy principle's; ``--warm-start-truth`` from the TRUE a (a
+diagnostic); ``--average-from S [S ...]`` also scores the mean of the logged (u, a) fields and
+of the logged weights from each step S to the end; ``--noise-scale F`` scales the drawn noise by
+F, the declared sigma kept (0: noise-free data, with ``--set misfit_floor=0``); ``--floor-width
+W`` sets the data misfit's soft floor's width (``MISFIT_FLOOR_WIDTH``, 0.01; ``--set
+misfit_floor=0`` turns the floor off).
 
-The variants change private parts of heat_platform.pinn.pinn in this process only (the loss,
-the network's initialisation, the start of a phase), so this script is an exploration tool:
-what proves itself here moves into ``train_pinn`` with a config field and tests. The warm
-start of a from the classical inversion and the freezing of a during Adam did, and are config
-fields now (``--set warm_start_a=false freeze_a_steps=0`` for the plain runs).
-
-* ``--h1 W`` / ``--h2 W``: add W mean|grad a|^2 / W mean(lap a)^2 at the collocation and
-  observation points to the PDE term (physical units);
-* ``--u-weight-decay W``: add W times the sum of the squared weights of the u-network;
-* ``--init-seed N``: initialise the networks (and draw collocation points) with N instead of the
-  noise seed, for ensembles over initialisations;
-* ``--warm-start-weight W``: warm-start a from the classical inversion at the fixed penalty
-  weight W (bench/pinn_accuracy.py's ``ORACLE_WEIGHTS``) instead of the discrepancy principle's;
-* ``--warm-start-truth``: warm-start a from the TRUE diffusivity instead of the classical
-  inversion (a diagnostic, like the oracle: does training stay at the truth, or does the loss
-  on this noise draw pull a away from it?);
-* ``--average-from S [S ...]``: also score, for each S, the mean over the logged steps from S to
-  the end of the (u, a) fields and of the networks' weights (snapshot averaging).
-* ``--noise-scale F``: scale the drawn noise by F and keep the declared sigma (0: noise-free
-  data, with ``--set misfit_floor=0``; a diagnostic of the PINN's own bias);
-* ``--floor-width W``: the width of the data misfit's soft floor (``MISFIT_FLOOR_WIDTH``, 0.01;
-  ``--set misfit_floor=0`` turns the floor off).
+History and figures: bench/RESULTS.md#pinn-experiments
 """
 
 from __future__ import annotations
@@ -51,10 +42,12 @@ import numpy as np
 import torch
 from pinn_accuracy import EvaluationSet, fields_at, parse_overrides, score
 
-from heat_platform.pinn import inversion, pinn
-from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
-from heat_platform.pinn.physics import _grad
-from heat_platform.pinn.pinn import PINNConfig, _deepxde_parts, _import_deepxde, train_pinn
+from heat_platform.heat import inversion
+from heat_platform.heat.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
+from heat_platform.pinn import losses, problem, trainer
+from heat_platform.pinn.config import PINNConfig
+from heat_platform.pinn.losses import _grad
+from heat_platform.pinn.trainer import train_pinn
 
 RESULTS = Path(__file__).parent / "results" / "pinn_experiment.json"
 
@@ -86,13 +79,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    _import_deepxde()
     spec = heatinv_spec()
     train = scaled_noise(heatinv_observations(noise_seed=args.seed, spec=spec), spec,
                          args.noise_scale)
     snapshots = patch_training(args, spec)
     config = dataclasses.replace(
-        PINNConfig.accurate(),
+        PINNConfig.profile("accurate"),
         seed=args.seed if args.init_seed is None else args.init_seed,
         threads=args.threads,
         device="cpu",
@@ -130,13 +122,12 @@ def main() -> None:
 
 
 def patch_training(args, spec) -> None:
-    """Put the chosen variants into heat_platform.pinn.pinn's DeepXDE parts (this process)."""
-    parts = _deepxde_parts()
+    """Put the chosen variants into the PINN's training classes (this process only)."""
     evaluation = EvaluationSet.of(spec)
 
-    metrics, losses = parts.Monitor.metrics, parts.HeatData.losses
+    metrics, loss_terms = trainer.Monitor.metrics, problem.HeatData.losses
     if args.floor_width is not None:
-        pinn.MISFIT_FLOOR_WIDTH = args.floor_width
+        losses.MISFIT_FLOOR_WIDTH = args.floor_width
     if args.warm_start_weight is not None:
         inversion.invert_spec = functools.partial(inversion.invert_spec,
                                                   weight=args.warm_start_weight)
@@ -158,7 +149,7 @@ def patch_training(args, spec) -> None:
         return values
 
     def losses_with_penalties(self, targets, outputs, loss_fn, inputs, model, aux=None):
-        terms = losses(self, targets, outputs, loss_fn, inputs, model, aux)
+        terms = loss_terms(self, targets, outputs, loss_fn, inputs, model, aux)
         a = outputs[:, 1]
         penalty = torch.zeros((), dtype=a.dtype)
         if args.h1 or args.h2:
@@ -175,8 +166,8 @@ def patch_training(args, spec) -> None:
         terms[0] = terms[0] + penalty  # logged with the PDE term
         return terms
 
-    parts.Monitor.metrics = metrics_with_l2re
-    parts.HeatData.losses = losses_with_penalties
+    trainer.Monitor.metrics = metrics_with_l2re
+    problem.HeatData.losses = losses_with_penalties
     return snapshots
 
 

@@ -1,167 +1,29 @@
 """Latency and throughput of the BentoML heat service, side by side with a naive FastAPI baseline.
 
+A tiny PINN (the ``fast`` profile's network sizes, 20 Adam steps: accuracy does not matter for
+latency) is trained on PINNacle HeatInv, exported to TorchScript and served by ``bento`` (the
+platform's bento under ``bentoml serve``, default settings; the targets are judged on it), by
+labelled bento variants (``EXTRA_CONFIGS`` or ``--bento-config``) and by ``naive`` /
+``naive-workers<cores>`` (bench/naive_service.py under uvicorn). All servers listen on 127.0.0.1
+for the whole run; each scenario runs against every service in turn. Scenarios: GET
+/predict-temperature (one point), POST /predict (1000 points, JSON) and, bento only, POST
+/predict-binary (the same points as float32), at 1, 16 and 64 closed-loop clients, then one
+point and JSON at 1 client again ("after_load", not judged). Per scenario and service:
+latency percentiles (request sent to answer read), requests/s, points/s, errors, the CPU cores
+used by the client, the server under test, the idle servers and the machine, and the load
+average; ``model_only_one_thread`` is the network alone. The load comes from one spawned
+process (asyncio + aiohttp on uvloop) sharing the machine's cores with the servers.
+
 Run from the repository root:
     .venv/bin/python bench/serving.py                 # ~6 min -> bench/results/serving.json
     .venv/bin/python bench/serving.py --quick --out /tmp/serving.json      # smoke run, ~1.5 min
     .venv/bin/python bench/serving.py --default-only --duration 15
     .venv/bin/python bench/serving.py --bento-config threads2:HEAT_SERVING_TORCH_THREADS=2
+Options: --duration S (measured seconds per scenario, 8), --max-requests N, --warmup N,
+--bento-config LABEL:K=V,... (repeatable), --default-only, --quick, --out PATH. Writes the
+figures, the targets' pass/fail and the machine's facts to --out (bench/results/serving.json).
 
-What is measured. A tiny PINN (PINNConfig.fast() network sizes, 20 Adam steps: accuracy does
-not matter for latency) is trained on PINNacle HeatInv and exported to TorchScript; the same
-file is served by
-
-* ``bento``: the platform's bento (heat_platform.serving.bento.build_bento) under
-  ``bentoml serve`` (heat_platform.serving.server.BentoServer), default settings: one front
-  worker per core (2 here), 1 model worker, 1 torch thread, HEAT_SERVING_MAX_POINTS=5000, no serving log
-  (HEAT_SERVING_LOG_DIR unset), no API key. The targets are judged on this configuration;
-  labelled variants (``EXTRA_CONFIGS``, or ``--bento-config``) are measured beside it. Each
-  bento server gets its own copy of the BentoML store, because ``bentoml serve`` empties
-  ``<BENTOML_HOME>/prometheus_multiproc_dir`` when it starts;
-* ``naive``: bench/naive_service.py under uvicorn, 1 worker, 1 torch thread, one torch call
-  per request; ``naive-workers2``: the same with one uvicorn worker per core. "Ahead of naive"
-  is judged against the better of the two.
-
-All servers listen on 127.0.0.1 and are up for the whole run; the scenarios are interleaved
-(each scenario runs against every service in turn before the next scenario) so that load from
-other work on the shared machine falls on all services alike. Scenarios: GET
-/predict-temperature (one point), POST /predict with 1000 points and, for the bento only, the
-same 1000 points as raw float32 to POST /predict-binary, each at 1, 16 and 64 concurrent
-closed-loop clients, from light to heavy load; then both at 1 client again
-("after_load", no warm-up, not judged against the targets). Per scenario and service:
-warm-up requests (not counted, their answers are checked), then requests for ``--duration``
-seconds (at most ``--max-requests``); latency is measured in the client from sending the
-request to having read the whole answer, over successful (200) answers; requests/s and
-points/s count successful answers over the wall time of the measured window. Errors are
-non-200 answers and transport failures. For the bento, the requests merged per call of the
-batchable ``infer`` come from its /metrics. ``model_only_one_thread`` is the network alone
-(torch.jit, one thread, no HTTP): the ceiling of any one-thread server.
-
-The load comes from a separate spawned process (asyncio + aiohttp on uvloop, one connection
-per client, request bodies serialised once beforehand, answers read but not parsed). Client and
-servers share the machine's cores: the CPU seconds of the client, of the server under test (by
-process), of the idle servers and of the whole machine are recorded for every scenario, with
-the load average before and after, so a saturated client or a busy machine shows in the
-figures. ``everything_else`` is the rest of the machine: other work fills whatever the
-servers leave, so on a shared machine it is high whenever the server under test waits.
-
-What the runs showed (2 cores; figures in bench/results/serving.json).
-
-Before (service of commit 531165b, load average 3-9 from other work): the bento cost about
-10 ms of CPU per single-point request and 14 ms per 1000 points, split between the front worker
-and the model worker (two HTTP hops, OpenTelemetry, access log, pickle between them); the naive
-server about 2 ms and 6 ms. After a burst, light load was slow: BentoML's CorkDispatcher holds a
-request until ``n * (queue wait + 1 ms + o_a) > 0.95 * mean wait`` of its last 50 batches, so
-the queueing of a burst is learned as a wait to impose (single points at 1 client: 11-15 ms
-before a 64-client burst, 105-140 ms right after, 88 ms 50 s later on an idle server).
-
-What changed, each measured: requests up to HEAT_SERVING_DIRECT_MAX_POINTS (now 2048) are
-answered in the front worker (1000-point batches: 2.4x the points/s of the batching worker at
-16 clients, and no learned hold-back after bursts: the ``direct64`` variant keeps the old path
-and shows both); u endpoints evaluate the u-network only (the export's ``temperature``: 0.52 ms
-instead of 0.87 ms per 1000 points, 0.08 instead of 0.18 ms per point); OpenTelemetry spans
-are off unless HEAT_SERVING_TRACING=1; validated points become an array with ``np.fromiter``;
-one front worker per core.
-
-Run of 2026-11-23 15:30 (load average 1.0-1.1 before and after):
-
-* the bento now costs ~2.2 ms of CPU per single point (naive 1.4 ms) and ~3.8 ms per 1000
-  points (naive 5.0 ms): ahead of naive on batches at every concurrency (244k / 296k / 439k
-  points/s at 1 / 16 / 64 clients against 174k / 161k / 147k, and 154k-274k for naive with 2
-  workers), behind it on single points (p95 44 ms at 16 clients against 28 ms).
-* two front workers share one listening socket; 16 keep-alive connections opened at once
-  mostly land on one of them (1.0 server core used at 16 clients, 1.6-1.7 at 64), so the second
-  core helps only at 64 clients or by luck (the ``direct64`` variant, same single-point path,
-  got 1.6 cores and 831 requests/s at 16 clients).
-* the network alone (one thread) does 1.9e6 points/s at 1000 points for u; JSON parsing and
-  validation of the 3000 numbers (~0.9 ms) and BentoML's request stack cost more than the
-  network, so 1e6 points/s over JSON is out of reach on 2 cores shared with the client.
-* where a single-point request's ~2.1 ms of front-worker CPU goes (py-spy, 16 clients, one
-  front worker, 2026-11-23): the route handler is ~40 % of the samples, BentoML's and
-  Starlette's middleware chain, routing and the HTTP protocol the rest. Inside the handler the
-  one-point TorchScript call costs 0.41 ms of thread CPU (``time.thread_time`` around it, 4000
-  calls), not the 0.08-0.13 ms of ``model_only_one_thread``: a tight loop keeps libtorch's
-  dispatch code in the CPU caches, a server runs ~2 ms of other Python between two calls (the
-  same 0.41 ms is measured in a plain process that does json/uuid work between calls). Lineage,
-  metrics and request id (``_answered``) are ~8 %, query parsing ~7 %.
-
-Run of 2026-11-29 11:00 (load average 1.3-1.8), after two changes:
-
-* the FastAPI routes (GET /predict-temperature, KServe) take the HeatService from an async
-  dependency: BentoML injected ``self`` into FastAPI methods with a sync dependency, which
-  FastAPI runs in its thread pool on every request (cProfile of the ASGI app in process: 0.57 of
-  1.47 ms per single point). Single points at 16 clients: 1272 requests/s, p95 24 ms (was 530,
-  44 ms), 1.5 server cores used instead of 1.0; ahead of naive now (32 ms with 2 workers, 34 ms
-  with 1). Still above 20 ms: the client's 0.4 core shares the 2 cores, and the requests still
-  cost ~1.2 ms of server CPU each.
-* ``binary``: POST /predict-binary takes the 1000 points as raw float32 and answers raw float32
-  (in process 1.0 ms of CPU per 1000 points against 2.1 ms for JSON /predict). Best 874k
-  points/s (64 clients) with the default settings, 1.19M points/s at 16 clients for the
-  no-access-log variant; JSON batches 678k (naive 300k). The default bento's binary run at 16
-  clients got 0.98 server cores (525k points/s): the connections of a burst still land on one
-  worker by chance.
-* the spread between runs is wide: single-point p95 at 16 clients for this service was 19-34 ms
-  over 12 scenarios of 1.5-8 s on the same day (mean 24.5 ms), binary points/s at 16 clients
-  525k-994k over 11.
-* tried and dropped: an ASGI middleware that ends keep-alive connections (``Connection: close``)
-  so that reconnecting clients are accepted by an idle worker. After 50 requests: at 16 clients
-  the one-core runs went from 2 of 10 scenarios to none (5 trials), but in the full bench 1000-
-  point batches at 64 clients fell to 459k points/s, p95 243 ms; after 1 s of age: at 64
-  clients 480k-622k points/s and p95 257-423 ms against 620k-784k and 120-248 ms without (4
-  trials each), since a reconnection waits for a busy worker to accept it. UV_TCP_SINGLE_ACCEPT
-  does nothing: the libuv in uvloop 0.23 no longer reads it. BentoML's workers share one
-  CircusSocket; one SO_REUSEPORT socket per worker (the kernel spreads connections) is not
-  exposed by ``bentoml serve``.
-
-Run of 2026-11-29 12:52 (load average 1.6-2.3), after three changes:
-
-* GET /predict-temperature and POST /predict-binary are plain Starlette handlers registered
-  before their FastAPI routes (which still document them): FastAPI's dependency solving and
-  parameter and response-model validation cost 0.17-0.22 of 0.67-0.83 ms of CPU per single point
-  in the ASGI app (in process, 25 interleaved chunks of 300 requests per route, median; the
-  query is validated by one pydantic model instead). Earlier the same idea was measured at 0.08
-  ms, with separate processes whose spread (+-10 %) hid it.
-* each worker freezes its startup objects (``gc.freeze()``): a full collection walked ~250k
-  objects for ~160 ms. Without it, the worst request of nearly every scenario took 130-310 ms
-  (the ``gc-unfrozen`` variant: max 188 / 238 / 299 ms for single points at 1 / 16 / 64
-  clients, p99 at 64 clients 142 ms); with it 9 / 59 / 111 ms, p99 at 64 clients 91 ms.
-* the Prometheus children of ``heat_predictions_total`` and ``heat_out_of_domain_points_total``
-  are looked up once per experiment and endpoint instead of twice per request.
-
-In that run the default bento's 16-client single-point and JSON-batch scenarios got one server
-core (all connections on one worker): single p95 23.9 ms (954 requests/s), JSON batches 408k
-points/s at 16 clients and 599k at 64, where p95 was 283 ms, above the SLO floor's 200 ms; binary
-992k points/s at 64 clients. The no-access-log variant got 1.16M binary points/s at 64 clients.
-One 8-second run per scenario is a draw: bench/serving_trials.py repeats the scenarios that
-matter, interleaved against the service of 0df76d2 (before these changes), and reports medians
-and ranges (figures in the README; that file now holds the run below; a later, quieter run of
-that service with a 3-front-worker variant, no better than 2, is in
-bench/results/serving_trials_workers3.json).
-
-Run of 2026-11-29 15:00 (load average 2.3 at the start from the test suite that had just ended,
-1.4-2.0 later), after two changes:
-
-* the exported network computes tanh(z) as 2 sigmoid(2z) - 1 with the factors folded into its
-  weights (heat_platform.pinn.export.sigmoid_form): torch's CPU sigmoid costs a third of its
-  tanh here, so u at 1000 points takes 0.17 instead of 0.40 ms (this bench's model, one thread);
-* JSON POST /predict requests that validate are answered by a direct route in front of
-  BentoML's (direct_route.DirectJsonRoute): in process 1.31 instead of 1.68 ms of CPU per 1000
-  points; everything else, errors included, still goes to BentoML's route. Over HTTP, before
-  the sigmoid model (5 interleaved trials against HEAT_SERVING_DIRECT_JSON=0,
-  bench/results/serving_trials_direct_json.json): JSON batches at 64 clients 908k (525k-1.04M)
-  against 718k (640k-800k) points/s, at 16 clients 811k against 716k.
-
-Every target check passed in this run: single p95 at 16 clients 18.8 ms (naive 31 ms with 2
-workers), binary 1.34M points/s at 16 clients and 1.11M at 64, JSON batches 846k at 64 clients
-(p95 128 ms; naive at most 274k), every p95 under 200 ms, 0 errors. The ``bentoml-route``
-variant (HEAT_SERVING_DIRECT_JSON=0) got 722k JSON points/s at 64 clients (p95 157 ms). Repeated
-(bench/serving_trials.py --trials 6 --scenarios single_c16,batch_c64,binary_c16,binary_c64
---variant d57734b:source=DIR, DIR holding d57734b's service sources; the same sigmoid model
-for both; bench/results/serving_trials.json): single p95 at 16 clients 11.9-19.4 ms (6 of 6
-under 20 ms); binary at 64 clients 1.04-1.53M points/s (6 of 6 at least 1e6; d57734b's service
-1.06-1.42M, so the gain over the previous trials' 1.04M median is the sigmoid model's); JSON
-batches at 64 clients 619k-1.04M points/s, p95 106-214 ms (5 of 6 under 200 ms), against
-538k-807k and 128-236 ms (4 of 6) for d57734b's service. At 16 clients binary, two of six runs
-had every connection on one worker (709k and 990k points/s).
+History and figures: bench/RESULTS.md#serving
 """
 
 from __future__ import annotations
@@ -172,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -184,6 +45,8 @@ from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 from multiprocessing import get_context
 from pathlib import Path
+
+from machine import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -226,12 +89,13 @@ TARGETS = {
 def train_model(directory: Path) -> tuple[Path, dict[str, list[float]], dict]:
     """A tiny trained PINN exported to TorchScript: the real serving architecture."""
     os.environ.setdefault("DDE_BACKEND", "pytorch")
-    from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
-    from heat_platform.pinn.pinn import PINNConfig, train_pinn
+    from heat_platform.heat.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
+    from heat_platform.pinn.config import PINNConfig
+    from heat_platform.pinn.trainer import train_pinn
 
     spec = heatinv_spec()
     train = heatinv_observations(noise_seed=0, spec=spec)
-    config = dataclasses.replace(PINNConfig.fast(), adam_iterations=20, lbfgs_iterations=0,
+    config = PINNConfig.profile("fast", adam_iterations=20, lbfgs_iterations=0,
                                  n_domain=200, threads=1, device="cpu", log_every=10,
                                  checkpoint_every=20)
     start = time.perf_counter()
@@ -617,16 +481,9 @@ def check_targets(results: dict, label: str, naive: list[str]) -> dict:
 
 def machine(load_at_start: tuple[float, float, float], started: float) -> dict:
     """The machine, the versions that matter and its load over the run."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        **{package: version(package) for package in
-           ("torch", "bentoml", "fastapi", "uvicorn", "aiohttp", "numpy")},
-        "load_average_start": [round(v, 2) for v in load_at_start],
-        "load_average_end": [round(v, 2) for v in os.getloadavg()],
-        "wall_time_s": round(time.perf_counter() - started, 1),
-    }
+    return machine_info(load_at_start, ("torch", "bentoml", "fastapi", "uvicorn", "aiohttp",
+                                        "numpy"),
+                        wall_time_s=round(time.perf_counter() - started, 1))
 
 
 def parse_bento_config(text: str) -> tuple[str, dict[str, str]]:

@@ -17,7 +17,10 @@ Variants: ``bento`` (the working tree's service, default settings) is always mea
 ``--bento-config``), and ``source=DIR`` copies DIR's files over the built bento's sources first
 (the service of another commit). Writes per trial and variant p50/p95/p99/max latency, requests
 and points per second and the server cores used, and per scenario and variant the median and
-range of p95 and of points/s.
+range of p95 and of points/s. Options: --trials N (5), --scenarios KIND_cCLIENTS,... (kinds:
+single, batch, binary), --variant LABEL:K=V,... (repeatable), --duration S (4), --out PATH.
+
+History and figures: bench/RESULTS.md#serving-trials
 """
 
 from __future__ import annotations

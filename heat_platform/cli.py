@@ -29,7 +29,7 @@ def _init(args: argparse.Namespace, paths: PlatformPaths) -> int:
 
 
 def _simulate(args: argparse.Namespace, paths: PlatformPaths) -> int:
-    from heat_platform.pinn.synthetic import SCENARIOS
+    from heat_platform.heat.synthetic import SCENARIOS
 
     if args.list or not args.scenario:
         for name, scenario in SCENARIOS.items():
@@ -79,6 +79,7 @@ def _champion_job(job_name: str, action: str, experiment: str, version: str | No
 
     from heat_platform.assets.gate import champion_run_config
     from heat_platform.definitions import build_definitions
+    from heat_platform.names import ACTOR, TRIGGER
 
     with dg.DagsterInstance.get() as instance:
         if experiment not in instance.get_dynamic_partitions("experiments"):
@@ -87,7 +88,7 @@ def _champion_job(job_name: str, action: str, experiment: str, version: str | No
         result = build_definitions(paths).resolve_job_def(job_name).execute_in_process(
             instance=instance, partition_key=experiment, raise_on_error=False,
             run_config=champion_run_config(action, version, actor),
-            tags={"heat_platform/trigger": f"cli:{action}", "heat_platform/actor": actor})
+            tags={TRIGGER: f"cli:{action}", ACTOR: actor})
     if result.success:
         champion = result.output_for_node("champion_model")
         print(f"{action}: {experiment} champion is now {champion.model_name} v{champion.version} "
@@ -116,6 +117,18 @@ def _audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
         print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.experiment:16s} {entry.action:9s} "
               f"{entry.actor:10s} v{entry.from_version or '-'} -> v{entry.to_version or '-'}  "
               f"{'; '.join(entry.reasons)}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.settings import PlatformSettings, ServingSettings, markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for settings in (PlatformSettings.load(), ServingSettings.load()):
+        for name, value in settings:  # secrets print as **********
+            print(f"{type(settings).__name__}.{name} = {value}")
     return 0
 
 
@@ -205,6 +218,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     audit.add_argument("--experiment")
     audit.add_argument("--limit", type=int, default=100)
     handlers["audit"] = _audit
+
+    settings = commands.add_parser(
+        "settings", help="print the effective settings (secrets masked)",
+        description="Every setting the platform reads from its environment and the .env file, "
+        "with its current value; --markdown prints the documentation table of the README.")
+    settings.add_argument("--markdown", action="store_true",
+                          help="the README's table: variable, default, meaning")
+    handlers["settings"] = _settings
 
     serve = commands.add_parser(
         "serve", help="serve the champions' bento on a stable port, rolling out new ones blue/green",

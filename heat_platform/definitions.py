@@ -1,7 +1,5 @@
 """The heat-platform code location: one Definitions object for the whole asset graph."""
 
-import os
-
 import dagster as dg
 
 from heat_platform.assets import (
@@ -15,8 +13,7 @@ from heat_platform.assets import (
 )
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
-
-AUTOMATION_INTERVAL_S = int(os.environ.get("HEAT_PLATFORM_AUTOMATION_INTERVAL", "15"))
+from heat_platform.settings import PlatformSettings
 
 stages = [measurements, validation, features, training, gate, serving, monitoring]
 
@@ -34,7 +31,7 @@ def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
             monitoring.drift_retrain_sensor,
             dg.AutomationConditionSensorDefinition(
                 "automation", target=dg.AssetSelection.all(),
-                minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+                minimum_interval_seconds=PlatformSettings.load().automation_interval,
                 default_status=dg.DefaultSensorStatus.RUNNING,
                 # One run per partition group: a tick that asks for experiment-level and
                 # batch-level assets at once would otherwise become a backfill, which Dagster

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heat_platform.local import LocalDaemon, latest_materialization, wait_until
+from heat_platform.local import LocalDaemon, latest_materialization, ticks_since, wait_for
 from heat_platform.paths import PlatformPaths
 from heat_platform.simulate import simulate_to_landing
 
@@ -43,7 +43,7 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
         story.say("dagster-daemon started: landing_zone_sensor and automation are ticking")
 
         def wait(what: str, probe: Callable):
-            return wait_until(probe, timeout_s=timeout_s, what=what, daemon=daemon, interval_s=2)
+            return wait_for(daemon, probe, timeout_s=timeout_s, what=what, interval_s=2)
 
         def has_batches(batches: list[str]):
             def probe():
@@ -83,7 +83,10 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
 
         # more of the same new material: no drift, no retrain
         land_and_judge(4, "more readings of the new material")
-        time.sleep(15)  # a few sensor and automation ticks
+        judged = time.time()
+        wait("two sensor and automation ticks after that report", lambda: all(
+            ticks_since(instance, name, judged) >= 2
+            for name in ("drift_retrain_sensor", "automation")))
         retrains = instance.get_runs(filters=dg.RunsFilter(job_name="retrain"))
         story.say(f"retraining runs: {len(retrains)} (one per drift episode)")
         failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))

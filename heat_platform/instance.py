@@ -6,21 +6,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-from heat_platform.paths import PlatformPaths
+from heat_platform.paths import PROJECT_ROOT, PlatformPaths
+from heat_platform.settings import export, export_dotenv
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
 
 def prepare_instance(paths: PlatformPaths, instance_config: Path = INSTANCE_CONFIG) -> Path:
     """Create the platform directories and DAGSTER_HOME with its dagster.yaml; returns DAGSTER_HOME.
 
-    Sets DAGSTER_HOME and HEAT_PLATFORM_HOME in this process's environment so that child
-    processes (the daemon, run workers, `bentoml serve`) see the same platform.
+    Sets DAGSTER_HOME and HEAT_PLATFORM_HOME, and the variables of the dotenv file, in this
+    process's environment so that child processes (the daemon, run workers, `bentoml serve`)
+    see the same platform and settings.
     """
     paths.ensure()
     target = paths.dagster_home / "dagster.yaml"
@@ -28,6 +28,6 @@ def prepare_instance(paths: PlatformPaths, instance_config: Path = INSTANCE_CONF
         not target.exists() or target.read_bytes() != instance_config.read_bytes()
     ):
         shutil.copyfile(instance_config, target)
-    os.environ["HEAT_PLATFORM_HOME"] = str(paths.home)
-    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    export_dotenv()
+    export(HEAT_PLATFORM_HOME=str(paths.home), DAGSTER_HOME=str(paths.dagster_home))
     return paths.dagster_home

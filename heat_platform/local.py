@@ -7,17 +7,17 @@ Dagster itself exactly as in production, and wait for what they produce through 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from heat_platform.instance import PROJECT_ROOT, prepare_instance
-from heat_platform.paths import PlatformPaths
-from heat_platform.processes import stop_process_group
+from heat_platform.instance import prepare_instance
+from heat_platform.paths import PROJECT_ROOT, PlatformPaths
+from heat_platform.polling import wait_until
+from heat_platform.processes import log_tail, stop_process_group
+from heat_platform.settings import child_environment
 
 T = TypeVar("T")
 
@@ -29,14 +29,13 @@ class LocalDaemon:
                  automation_interval_s: int = 15, env: dict[str, str] | None = None) -> None:
         self.paths = paths
         self.log_path = paths.home / "logs" / "dagster-daemon.log"
-        self.env = {
-            **os.environ,
-            "HEAT_PLATFORM_HOME": str(paths.home),
-            "DAGSTER_HOME": str(paths.dagster_home),
-            "HEAT_PLATFORM_SENSOR_INTERVAL": str(sensor_interval_s),
-            "HEAT_PLATFORM_AUTOMATION_INTERVAL": str(automation_interval_s),
+        self.env = child_environment(
+            HEAT_PLATFORM_HOME=str(paths.home),
+            DAGSTER_HOME=str(paths.dagster_home),
+            HEAT_PLATFORM_SENSOR_INTERVAL=str(sensor_interval_s),
+            HEAT_PLATFORM_AUTOMATION_INTERVAL=str(automation_interval_s),
             **(env or {}),
-        }
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self) -> LocalDaemon:
@@ -63,10 +62,7 @@ class LocalDaemon:
                                f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> LocalDaemon:
         return self.start()
@@ -80,28 +76,20 @@ def create_storage(paths: PlatformPaths) -> None:
     would race to (two runs creating MLflow's tables at once fail half-migrated)."""
     import dagster as dg
 
-    from heat_platform.resources import build_resources
+    from heat_platform.resources import build_resources, resolved
 
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions("experiments")
-    build_resources(paths)["mlflow"].client().search_experiments()
+    resolved(build_resources(paths))["mlflow"].store().client().search_experiments()
 
 
-def wait_until(probe: Callable[[], T | None], *, timeout_s: float, what: str,
-               interval_s: float = 1.0, daemon: LocalDaemon | None = None) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if daemon is not None:
-            daemon.check_alive()
-        if time.monotonic() > deadline:
-            tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}{tail}")
-        time.sleep(interval_s)
+def wait_for(daemon: LocalDaemon, probe: Callable[[], T | None], *, timeout_s: float, what: str,
+             interval_s: float = 1.0) -> T:
+    """:func:`~heat_platform.polling.wait_until` what the daemon's runs produce: fails at once
+    if the daemon dies, and with its log tail on a timeout."""
+    return wait_until(probe, timeout_s=timeout_s, what=what, interval_s=interval_s,
+                      alive=daemon.check_alive, context=lambda: f"daemon log:\n{daemon.log_tail()}")
 
 
 def latest_materialization(instance, asset: str, partition: str | None = None):
@@ -113,3 +101,18 @@ def latest_materialization(instance, asset: str, partition: str | None = None):
                               asset_partitions=[partition] if partition else None),
         limit=1).records
     return records[0].asset_materialization if records else None
+
+
+def ticks_since(instance, sensor: str, since: float) -> int:
+    """How many evaluations of ``sensor`` (a sensor's name, e.g. ``drift_retrain_sensor`` or the
+    declarative automation's ``automation``) the daemon has finished since ``since``
+    (``time.time()``): what to wait for before concluding that a sensor asked for nothing."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name == sensor:
+            return len(instance.get_ticks(
+                state.instigator_origin_id, state.selector_id, after=since,
+                statuses=[TickStatus.SKIPPED, TickStatus.SUCCESS]))
+    return 0

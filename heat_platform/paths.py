@@ -16,15 +16,16 @@ single machine needs nothing else and a Kubernetes deployment mounts one volume 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-HOME_ENV = "HEAT_PLATFORM_HOME"
+from heat_platform.settings import PlatformSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.cwd() / "data").resolve()
+    return PlatformSettings.load().home.resolve()
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class PlatformPaths:
 
     @property
     def catalog_url(self) -> str:
-        return os.environ.get("HEAT_PLATFORM_DB_URL") or f"sqlite:///{self.home / 'platform.db'}"
+        url = PlatformSettings.load().db_url
+        return url.get_secret_value() if url else f"sqlite:///{self.home / 'platform.db'}"
 
     @property
     def dagster_home(self) -> Path:
@@ -71,7 +73,8 @@ class PlatformPaths:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        uri = PlatformSettings.load().mlflow_tracking_uri
+        return uri.get_secret_value() if uri else f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def mlflow_artifacts(self) -> Path:

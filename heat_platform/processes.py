@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float, kill_wait_s: float = 5.0) -> None:
@@ -21,3 +22,11 @@ def stop_process_group(process: subprocess.Popen, grace_s: float, kill_wait_s: f
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=kill_wait_s)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a child's log file ("" when there is none yet)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

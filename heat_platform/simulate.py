@@ -8,16 +8,16 @@ place, so the landing-zone sensor never sees a half-written batch.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from heat_platform.pinn.spec import SpecError, load_spec, spec_from_yaml
-from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
+from heat_platform.files import atomic_path, atomic_write
+from heat_platform.heat.spec import SpecError, load_spec, spec_from_yaml
+from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
+from heat_platform.names import EXPERIMENT_NAME
 
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BATCH_NAME = re.compile(r"[^/\\|,\[\]\x00-\x1f]{1,128}")
 
 
@@ -37,7 +37,7 @@ def write_problem(landing: Path, scenario_name: str, experiment: str, force: boo
         if not same:
             raise FileExistsError(f"{target} holds a different problem; use --force to replace it")
         return target
-    _atomic_write(target, text.encode())
+    atomic_write(target, text)
     return target
 
 
@@ -48,16 +48,15 @@ def write_batch(landing: Path, experiment: str, batch: str, columns: dict[str, n
     if not BATCH_NAME.fullmatch(batch) or batch.startswith(".") or "..." in batch:
         raise ValueError(f"invalid batch name {batch!r}")
     target = landing / experiment / f"{batch}.{fmt}"
-    frame = pl.DataFrame(columns)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        frame.write_parquet(temporary)
-    elif fmt == "csv":
-        frame.write_csv(temporary)
-    else:
+    if fmt not in ("parquet", "csv"):
         raise ValueError(f"unknown format {fmt!r}; choose parquet or csv")
-    os.replace(temporary, target)
+    frame = pl.DataFrame(columns)
+    # written under a dot-name the landing zone ignores, then renamed into place
+    with atomic_path(target) as temporary:
+        if fmt == "parquet":
+            frame.write_parquet(temporary)
+        else:
+            frame.write_csv(temporary)
     return target
 
 
@@ -84,9 +83,3 @@ def simulate_to_landing(
     name = batch or f"b{seed:03d}" + (f"-{shift}" if shift else "")
     return write_batch(landing, experiment, name, simulated.columns(), fmt)
 
-
-def _atomic_write(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, target)

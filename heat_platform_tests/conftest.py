@@ -56,22 +56,22 @@ def storage(platform_paths: PlatformPaths):
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store, created once per session: creating its tables and running
     its migrations takes MLflow over ten seconds, copying the file takes milliseconds."""
-    from heat_platform.resources.mlflow import MlflowTracking
+    from heat_platform.models.mlflow_store import MlflowStore
 
     directory = tmp_path_factory.mktemp("mlflow-template")
     database = directory / "mlflow.db"
-    MlflowTracking(tracking_uri=f"sqlite:///{database}",
-                   artifact_root=str(directory / "artifacts")).client().search_experiments()
+    MlflowStore(tracking_uri=f"sqlite:///{database}",
+                artifact_root=str(directory / "artifacts")).client().search_experiments()
     return database
 
 
 @pytest.fixture
 def resources(platform_paths: PlatformPaths, mlflow_template: Path) -> dict:
     """The platform's resources on the test's home, with a real (SQLite) MLflow store."""
-    from heat_platform.resources import build_resources
+    from heat_platform.resources import build_resources, resolved
 
     install_mlflow_store(platform_paths, mlflow_template)
-    return build_resources(platform_paths)
+    return resolved(build_resources(platform_paths))
 
 
 def install_mlflow_store(paths: PlatformPaths, template: Path) -> None:

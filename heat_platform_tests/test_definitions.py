@@ -51,7 +51,7 @@ def test_init_creates_the_instance_idempotently(platform_paths) -> None:
 def test_dagster_cli_validates_the_code_location(platform_paths) -> None:
     from pathlib import Path
 
-    from heat_platform.instance import PROJECT_ROOT
+    from heat_platform.paths import PROJECT_ROOT
 
     done = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate",

@@ -7,7 +7,7 @@ import time
 import dagster as dg
 import pytest
 
-from heat_platform.local import LocalDaemon, wait_until
+from heat_platform.local import LocalDaemon, ticks_since, wait_for
 from heat_platform.simulate import simulate_to_landing
 from heat_platform_tests.conftest import latest_materialization
 
@@ -35,7 +35,7 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
     daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV)
     with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
         def wait(what, probe, timeout_s=300):
-            return wait_until(probe, timeout_s=timeout_s, what=what, daemon=daemon)
+            return wait_for(daemon, probe, timeout_s=timeout_s, what=what)
 
         # baseline: ingest -> training set -> PINN -> gate -> champion v1 -> deployed bento
         wait("the first deployment", lambda: deployed_version(instance) == "1")
@@ -66,14 +66,19 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         report = wait("the benign drift report", lambda: drift_of(instance, "b004-material"))
         assert report.metadata["drift"].value is False, report.metadata["reasons"].value
         assert report.metadata["champion version"].value == "2"
-        time.sleep(10)  # several sensor and automation ticks
+        judged = time.time()
+        wait("two sensor and automation ticks after the benign report", lambda: all(
+            ticks_since(instance, name, judged) >= 2
+            for name in ("drift_retrain_sensor", "automation")))
         assert len(retrains(instance)) == 1
 
     # a restarted daemon (and sensor) does not trigger again
-    with LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV), \
-            dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
-        runs = len(instance.get_runs())
-        time.sleep(20)
+    daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV)
+    with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
+        runs, restarted = len(instance.get_runs()), time.time()
+        wait_for(daemon, lambda: all(ticks_since(instance, name, restarted) >= 2 for name in (
+            "landing_zone_sensor", "drift_retrain_sensor", "automation")),
+            timeout_s=120, what="two ticks of every sensor after the restart")
         assert len(retrains(instance)) == 1 and len(instance.get_runs()) == runs
         failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
         assert not failed, [(r.job_name, r.tags.get("dagster/partition")) for r in failed]

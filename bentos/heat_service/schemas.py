@@ -6,12 +6,12 @@ batches over the limit are answered with a 4xx naming the offending field, befor
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
+from heat_settings import ServingSettings
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
-MAX_POINTS = int(os.environ.get("HEAT_SERVING_MAX_POINTS", "10000"))
+MAX_POINTS = ServingSettings.load().max_points
 
 Point3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
 Point2 = tuple[FiniteFloat, FiniteFloat]

@@ -20,7 +20,6 @@ import functools
 import gc
 import itertools
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +31,7 @@ from auth import ApiKeyMiddleware
 from direct_route import DirectJsonRoute
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from heat_settings import ServingSettings
 from pydantic import BaseModel, ValidationError
 from schemas import (
     MAX_POINTS,
@@ -56,40 +56,26 @@ DEFAULT_EXPERIMENT: str = MANIFEST.get("default") or EXPERIMENTS[0]
 # POST /predict-binary's body: (x, y, t) triples of little-endian float32.
 BINARY = "application/octet-stream"
 BINARY_POINT_BYTES = 12
+# Every HEAT_SERVING_* variable, typed and documented once (the platform's settings module,
+# copied into the bento as heat_settings.py).
+SETTINGS = ServingSettings.load()
 # Requests with at most this many points are answered in the front worker (see
 # HeatService.__init__): ~2 ms of one CPU thread for this network, so one large request never
 # holds a front worker's event loop for long; larger requests go to the batching model worker.
-DIRECT_MAX_POINTS = int(os.environ.get("HEAT_SERVING_DIRECT_MAX_POINTS", "2048"))
-# Front workers: one per core by default (at most 4), since they do most of the work.
-FRONT_WORKERS = int(os.environ.get("HEAT_SERVING_WORKERS") or min(os.cpu_count() or 1, 4))
-
-
-def _flag(name: str, default: bool) -> bool:
-    """An on/off environment variable: 1/true/on turn on what is off by default, 0/false/off
-    turn off what is on by default (case-insensitive)."""
-    value = os.environ.get(name, "").strip().lower()
-    return value not in ("0", "false", "off") if default else value in ("1", "true", "on")
-
-
+DIRECT_MAX_POINTS = SETTINGS.direct_max_points
 # BentoML's OpenTelemetry spans cost ~10 % of a small request and go nowhere unless an exporter
 # is configured (a BentoML configuration file, BENTOML_CONFIG, and its exporter package), so no
 # URL is traced unless HEAT_SERVING_TRACING=1.
-TRACING = {} if _flag("HEAT_SERVING_TRACING", default=False) else {"excluded_urls": [".*"]}
-# BentoML's per-request access log line (the sampled serving log is written either way).
-ACCESS_LOG = _flag("HEAT_SERVING_ACCESS_LOG", default=True)
-# A worker holds ~250k objects once torch, BentoML and the models are loaded, and each full
-# (generation 2) collection walked them all: ~160 ms during which none of the worker's requests
-# moved, every few seconds under load (bench/serving.py). Frozen after startup, they are
-# never walked again.
-GC_FREEZE = _flag("HEAT_SERVING_GC_FREEZE", default=True)
-# JSON POST /predict requests that validate are answered by direct_route.DirectJsonRoute instead
-# of BentoML's API wrapper: ~1/5 less CPU for a 1000-point request (bench/serving.py).
-DIRECT_JSON = _flag("HEAT_SERVING_DIRECT_JSON", default=True)
+TRACING = {} if SETTINGS.tracing else {"excluded_urls": [".*"]}
 
 
 def _freeze_startup_objects() -> None:
     """Move everything alive after a worker's startup out of the garbage collector's reach."""
-    if GC_FREEZE:
+    # A worker holds ~250k objects once torch, BentoML and the models are loaded, and each full
+    # (generation 2) collection walked them all: ~160 ms during which none of the worker's
+    # requests moved, every few seconds under load (bench/serving.py). Frozen after startup,
+    # they are never walked again.
+    if SETTINGS.gc_freeze:
         gc.collect()
         gc.freeze()
 
@@ -129,7 +115,7 @@ for _experiment in EXPERIMENTS:  # BentoML finds models as class attributes
 
 HeatModels = bentoml.service(
     name="heat_models",
-    workers=int(os.environ.get("HEAT_SERVING_MODEL_WORKERS", "1")),
+    workers=SETTINGS.model_workers,
     traffic={"timeout": 30},
     # BentoML 1.4's dependency client replaces its HTTP session every `max_requests` calls and
     # closes the old one under requests still in flight ("Server disconnected"); on one host
@@ -142,11 +128,11 @@ app = FastAPI(title="heat-platform extras")
 
 @bentoml.service(
     name="heat_service",
-    workers=FRONT_WORKERS,
+    workers=SETTINGS.workers,  # the front workers do most of the work: one per core
     traffic={"timeout": 30, "max_concurrency": 512},
     metrics={"enabled": True},
     tracing=TRACING,
-    logging={"access": {"enabled": ACCESS_LOG}},
+    logging={"access": {"enabled": SETTINGS.access_log}},
 )
 @bentoml.asgi_app(app, path="/")
 class HeatService:
@@ -164,7 +150,7 @@ class HeatService:
                        for name in EXPERIMENTS}
         self.temperature = {name: _temperature_method(network)
                             for name, network in self.direct.items()}
-        self.log = ServingLog.from_env()
+        self.log = ServingLog.from_settings(SETTINGS)
         self.predictions = bentoml.metrics.Counter(
             name="heat_predictions_total", documentation="Points predicted",
             labelnames=["experiment", "model_version", "endpoint"])
@@ -369,7 +355,7 @@ def _torch() -> Any:
     """torch, imported when a worker starts, with HEAT_SERVING_TORCH_THREADS threads (default 1)."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("HEAT_SERVING_TORCH_THREADS", "1")))
+    torch.set_num_threads(SETTINGS.torch_threads)
     return torch
 
 
@@ -450,9 +436,11 @@ async def _predict_direct(request: Any) -> bytes | None:
 
 
 # Service middlewares run in the order added: the API key is checked before anything else.
-if os.environ.get("HEAT_SERVING_API_KEY"):
-    HeatService.add_asgi_middleware(ApiKeyMiddleware, api_key=os.environ["HEAT_SERVING_API_KEY"])
-if DIRECT_JSON:
+if SETTINGS.api_key is not None:
+    HeatService.add_asgi_middleware(ApiKeyMiddleware, api_key=SETTINGS.api_key.get_secret_value())
+# JSON POST /predict requests that validate are answered by direct_route.DirectJsonRoute instead
+# of BentoML's API wrapper: ~1/5 less CPU for a 1000-point request (bench/serving.py).
+if SETTINGS.direct_json:
     HeatService.add_asgi_middleware(DirectJsonRoute, path="/predict",
                                     input_model=HeatService.apis["predict"].input_spec,
                                     answer=_predict_direct)

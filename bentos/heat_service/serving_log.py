@@ -34,12 +34,10 @@ class ServingLog:
             threading.Thread(target=self._flush_forever, daemon=True).start()
 
     @classmethod
-    def from_env(cls) -> ServingLog:
-        return cls(
-            directory=os.environ.get("HEAT_SERVING_LOG_DIR"),
-            sample_rate=float(os.environ.get("HEAT_SERVING_LOG_SAMPLE", "0.25")),
-            max_points=int(os.environ.get("HEAT_SERVING_LOG_MAX_POINTS", "64")),
-        )
+    def from_settings(cls, settings) -> ServingLog:
+        """The log ``settings`` (heat_settings.ServingSettings) describe."""
+        return cls(directory=settings.log_dir, sample_rate=settings.log_sample,
+                   max_points=settings.log_max_points)
 
     def record(self, *, columns: dict[str, Any], **fields: Any) -> None:
         """Maybe log one request; ``columns`` are per-point arrays of equal length (only the

@@ -16,9 +16,8 @@ from heat_platform.data.ingest import (
     assemble_training_set,
     current_spec,
 )
+from heat_platform.names import REGIME_START, TRIGGER
 from heat_platform.resources.storage import PlatformStorage
-
-REGIME_TAG = "heat_platform/regime_start_seq"
 
 # Refresh when a batch of the experiment was validated, once nothing of the experiment is still
 # running. Missing batch partitions are normal (the batch dimension is shared by experiments),
@@ -57,10 +56,10 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
     experiment = context.partition_key
     catalog = storage.catalog()
     spec_version, spec = current_spec(catalog, experiment)
-    if REGIME_TAG in context.run.tags:  # a retraining run after drift: the material changed
-        catalog.start_regime(experiment, int(context.run.tags[REGIME_TAG]),
-                             reason=context.run.tags.get("heat_platform/trigger"),
-                             run_id=context.run.run_id)
+    if REGIME_START in context.run_tags:  # a retraining run after drift: the material changed
+        catalog.start_regime(experiment, int(context.run_tags[REGIME_START]),
+                             reason=context.run_tags.get(TRIGGER),
+                             run_id=context.run_id)
     since = catalog.regime_start(experiment)
     stored, built, chosen = assemble_training_set(
         catalog, storage.paths.training_sets, experiment, spec, spec_version.sha256,

@@ -8,12 +8,12 @@ place the ``champion`` alias moves: after the gate, after an approval (``heat-pl
 approve``) or on a rollback (``heat-platform rollback``), each decision audit-logged.
 """
 
-import os
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from heat_platform.assets.configs import derived_config, library_values
 from heat_platform.assets.partitions import experiments, partitioned_check
 from heat_platform.data.ingest import StoredTrainingSet, current_spec
 from heat_platform.models.candidates import Champion, ModelCandidate
@@ -22,6 +22,7 @@ from heat_platform.models.gate import GateDecision, Thresholds
 from heat_platform.resources.alerts import AlertWebhook
 from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
+from heat_platform.settings import PlatformSettings
 
 PROMOTED = "candidate_promoted"
 
@@ -48,10 +49,10 @@ def classical_inversion(context: dg.AssetExecutionContext, config: ClassicalConf
     from heat_platform.models.classical import fit_classical
 
     _, spec = current_spec(storage.catalog(), training_set.experiment)
-    outcome = fit_classical(mlflow, training_set, spec, penalty=config.penalty, nx=config.grid,
+    outcome = fit_classical(mlflow.store(), training_set, spec, penalty=config.penalty, nx=config.grid,
                             ny=config.grid, n_steps=config.n_steps,
                             models_dir=storage.paths.store / "models",
-                            dagster_run_id=context.run.run_id)
+                            dagster_run_id=context.run_id)
     scores = outcome.scores
     return dg.Output(outcome.candidate, metadata={
         "mlflow run": dg.MetadataValue.url(outcome.run_url),
@@ -65,28 +66,17 @@ def classical_inversion(context: dg.AssetExecutionContext, config: ClassicalConf
     })
 
 
-class GateConfig(dg.Config):
-    """Thresholds (defaults documented in heat_platform.models.gate.Thresholds)."""
-
-    max_rmse_to_noise: float = Field(default=Thresholds.max_rmse_to_noise,
-                                     description="Validation RMSE at most this many noise levels.")
-    max_residual_relative: float = Field(default=Thresholds.max_residual_relative,
-                                         description="RMS PDE residual / RMS source, at most.")
-    max_boundary_violation: float = Field(default=Thresholds.max_boundary_violation,
-                                          description="Relative deviation from the boundary a.")
-    min_improvement: float = Field(default=Thresholds.min_improvement,
-                                   description="Relative RMSE gain needed to replace a champion.")
-    physics_tolerance: float = Field(default=Thresholds.physics_tolerance,
-                                     description="Allowed relative growth of the residual vs champion.")
-    require_approval: bool = Field(
-        default=os.environ.get("HEAT_PLATFORM_REQUIRE_APPROVAL", "0").lower() in ("1", "true"),
-        description="Promotions wait for `heat-platform approve` (default: "
-        "$HEAT_PLATFORM_REQUIRE_APPROVAL).")
-
+class _Thresholds(dg.Config):
     def thresholds(self) -> Thresholds:
-        return Thresholds(**{k: getattr(self, k) for k in (
-            "max_rmse_to_noise", "max_residual_relative", "max_boundary_violation",
-            "min_improvement", "physics_tolerance", "require_approval")})
+        return Thresholds(**library_values(self, Thresholds))
+
+
+# The gate's thresholds (heat_platform.models.gate.Thresholds); require_approval defaults to
+# $HEAT_PLATFORM_REQUIRE_APPROVAL. a's physical range comes from the problem.yaml.
+GateConfig = derived_config(
+    "GateConfig", Thresholds, base=_Thresholds, exclude=("diffusivity_range",),
+    defaults={"require_approval": PlatformSettings.load().require_approval},
+    doc="Thresholds a candidate must meet (heat_platform.models.gate.Thresholds).")
 
 
 @dg.asset(
@@ -115,26 +105,26 @@ def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_mode
 
     experiment = pinn_model.experiment
     _, spec = current_spec(storage.catalog(), experiment)
-    registry = ModelRegistry(mlflow, storage.catalog())
+    registry = ModelRegistry(mlflow.store(), storage.catalog())
     with tempfile.TemporaryDirectory() as workdir:
         result = review(registry, pinn_model, classical_inversion, training_set, spec,
                         config.thresholds(), workdir=Path(workdir))
     decision = result.decision
-    actor, run_id = "gate", context.run.run_id
+    actor, run_id = "gate", context.run_id
     if decision.decision == "reject":
         registry.reject(experiment, decision.candidate_version, actor=actor,
                         reasons=decision.reasons, dagster_run_id=run_id)
         alerts.send(severity="warning", experiment=experiment,
                     title=f"gate rejected {pinn_model.model_name} v{decision.candidate_version}",
                     details={"reasons": decision.reasons, "scores": decision.scores},
-                    links={"mlflow run": mlflow.run_url(pinn_model.mlflow_experiment_id,
+                    links={"mlflow run": mlflow.store().run_url(pinn_model.mlflow_experiment_id,
                                                         pinn_model.run_id)})
     elif decision.decision == "pending":
         registry.mark_pending(experiment, decision.candidate_version, actor=actor,
                               reasons=decision.reasons, dagster_run_id=run_id)
-    client = mlflow.client()
+    client = mlflow.store().client()
     client.log_text(pinn_model.run_id, result.report, "gate/report.md")
-    log_bytes(mlflow.mlflow(), result.figure_png, "gate/diffusivity.png", run_id=pinn_model.run_id)
+    log_bytes(mlflow.store().mlflow(), result.figure_png, "gate/diffusivity.png", run_id=pinn_model.run_id)
     client.log_dict(pinn_model.run_id, {"decision": decision.decision, "reasons": decision.reasons,
                                         "scores": decision.scores}, "gate/decision.json")
     client.set_tag(pinn_model.run_id, "heat_platform.gate", decision.decision)
@@ -145,7 +135,7 @@ def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_mode
         "candidate": f"{pinn_model.model_name} v{decision.candidate_version}",
         "champion": f"v{decision.champion_version}" if decision.champion_version else "none",
         "report": dg.MetadataValue.md(result.report),
-        "mlflow run": dg.MetadataValue.url(mlflow.run_url(pinn_model.mlflow_experiment_id,
+        "mlflow run": dg.MetadataValue.url(mlflow.store().run_url(pinn_model.mlflow_experiment_id,
                                                           pinn_model.run_id)),
     })
     yield dg.AssetCheckResult(check_name=PROMOTED, passed=decision.promoted,
@@ -177,8 +167,8 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig,
     from heat_platform.models.registry import ModelRegistry, RegistryError
 
     experiment = context.partition_key
-    registry = ModelRegistry(mlflow, storage.catalog())
-    run_id = context.run.run_id
+    registry = ModelRegistry(mlflow.store(), storage.catalog())
+    run_id = context.run_id
     try:
         if config.action == "follow_gate":
             if not gate_report.promoted:

@@ -6,7 +6,6 @@ under the same name becomes a new version of its partition (data version = conte
 old one stays in the store and in the catalog's history.
 """
 
-import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -21,10 +20,12 @@ from heat_platform.assets.partitions import (
 )
 from heat_platform.data.discovery import plan_tick
 from heat_platform.data.ingest import ingest_batch, ingest_problem_spec
+from heat_platform.names import SHA256, TRIGGER
 from heat_platform.resources.storage import PlatformStorage
+from heat_platform.settings import PlatformSettings
 
 READABLE = "readable"
-SENSOR_INTERVAL_S = int(os.environ.get("HEAT_PLATFORM_SENSOR_INTERVAL", "10"))
+SETTINGS = PlatformSettings.load()
 
 
 @dg.asset(
@@ -42,7 +43,7 @@ def problem_spec(context: dg.AssetExecutionContext, storage: PlatformStorage) ->
     """
     experiment = context.partition_key
     ingested = ingest_problem_spec(storage.landing(), storage.store(), storage.catalog(),
-                                   experiment, run_id=context.run.run_id)
+                                   experiment, run_id=context.run_id)
     if ingested.spec is None:
         raise dg.Failure(
             description=f"problem.yaml of {experiment!r} rejected: {ingested.error}",
@@ -82,7 +83,7 @@ def raw_measurements(context: dg.AssetExecutionContext,
     """
     experiment, batch = experiment_and_batch(context)
     ingested = ingest_batch(storage.landing(), storage.store(), storage.catalog(), experiment,
-                            batch, rules=storage.rules(), run_id=context.run.run_id)
+                            batch, rules=storage.rules(), run_id=context.run_id)
     version = ingested.version
     history = storage.catalog().history(experiment, batch)
     metadata = {
@@ -124,7 +125,7 @@ ingest_batch_job = dg.define_asset_job(
 
 @dg.sensor(
     jobs=[ingest_spec_job, ingest_batch_job],
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    minimum_interval_seconds=SETTINGS.sensor_interval,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext,
@@ -140,12 +141,12 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext,
                                cursor=plan.cursor)
     requests = [
         dg.RunRequest(run_key=a.run_key, job_name=ingest_spec_job.name, partition_key=a.experiment,
-                      tags={"heat_platform/trigger": "landing_zone", "heat_platform/sha256": a.sha256})
+                      tags={TRIGGER: "landing_zone", SHA256: a.sha256})
         for a in plan.specs
     ] + [
         dg.RunRequest(run_key=a.run_key, job_name=ingest_batch_job.name,
                       partition_key=batch_partition(a.experiment, a.batch),
-                      tags={"heat_platform/trigger": "landing_zone", "heat_platform/sha256": a.sha256})
+                      tags={TRIGGER: "landing_zone", SHA256: a.sha256})
         for a in plan.batches
     ]
     return dg.SensorResult(

@@ -8,11 +8,11 @@ the new regime only. ``serving_drift`` looks at a time window of the serving log
 """
 
 import datetime as dt
-import os
 
 import dagster as dg
 from pydantic import Field
 
+from heat_platform.assets.configs import derived_config, library_values
 from heat_platform.assets.partitions import (
     by_experiment,
     experiment_and_batch,
@@ -22,32 +22,23 @@ from heat_platform.assets.partitions import (
     split_batch_key,
 )
 from heat_platform.monitoring.drift import DriftThresholds
+from heat_platform.names import DRIFT_BATCH, DRIFTED_FROM_CHAMPION, REGIME_START, TRIGGER
 from heat_platform.resources.alerts import AlertWebhook
 from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
+from heat_platform.settings import PlatformSettings
 
-RETRAIN_TRIGGER = "heat_platform/trigger"
-REGIME_START = "heat_platform/regime_start_seq"
+SETTINGS = PlatformSettings.load()
 
 
-class DriftConfig(dg.Config):
-    """Drift thresholds (documented in heat_platform.monitoring.drift.DriftThresholds)."""
-
-    method: str = Field(default=DriftThresholds.method,
-                        description="Evidently stattest per column (psi, ks, wasserstein, ...).")
-    column_threshold: float = Field(default=DriftThresholds.column_threshold,
-                                    description="Per-column threshold of the stattest.")
-    drift_share: float = Field(default=DriftThresholds.drift_share,
-                               description="Input drift when this share of columns drifted.")
-    misfit_ratio: float = Field(default=DriftThresholds.misfit_ratio,
-                                description="Physics drift when the champion fits the batch this "
-                                "many times worse than its held-out sensors.")
-    min_rows: int = Field(default=DriftThresholds.min_rows,
-                          description="Fewer rows: no drift is claimed.")
-
+class _DriftThresholds(dg.Config):
     def thresholds(self) -> DriftThresholds:
-        return DriftThresholds(self.method, self.column_threshold, self.drift_share,
-                               self.misfit_ratio, self.min_rows)
+        return DriftThresholds(**library_values(self, DriftThresholds))
+
+
+DriftConfig = derived_config(
+    "DriftConfig", DriftThresholds, base=_DriftThresholds,
+    doc="Drift thresholds (heat_platform.monitoring.drift.DriftThresholds).")
 
 
 def _report_metadata(report, html_name: str) -> dict:
@@ -92,7 +83,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig,
     experiment, batch = experiment_and_batch(context)
     catalog = storage.catalog()
     version = catalog.current_version(experiment, batch)
-    champion = ModelRegistry(mlflow, catalog).current_champion(
+    champion = ModelRegistry(mlflow.store(), catalog).current_champion(
         experiment, storage.paths.store / "models")
     lineage = {"batch": batch, "batch sha256": version.sha256, "ingest seq": version.ingest_seq}
     if champion is None or version.validated_path is None:
@@ -133,13 +124,13 @@ retrain_job = dg.define_asset_job(
 )
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=int(os.environ.get(
-    "HEAT_PLATFORM_SENSOR_INTERVAL", "30")), default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=retrain_job, minimum_interval_seconds=SETTINGS.sensor_interval,
+           default_status=dg.DefaultSensorStatus.RUNNING)
 def drift_retrain_sensor(context: dg.SensorEvaluationContext):
     """One retraining run per drift episode: a drift report that flags drift against champion
     vN asks for run key ``drift:<experiment>:vN``, so later drifted batches (or a restarted
     sensor) do not ask again until a new champion exists. The retrain trains on the batches
-    from the drifted one on (tag heat_platform/regime_start_seq)."""
+    from the drifted one on (run tag names.REGIME_START)."""
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), after_storage_id=after),
@@ -155,8 +146,8 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
         requests.append(dg.RunRequest(
             run_key=f"drift:{experiment}:v{champion}",
             partition_key=experiment,
-            tags={RETRAIN_TRIGGER: "drift", "heat_platform/drift_batch": batch,
-                  "heat_platform/drifted_from_champion": str(champion),
+            tags={TRIGGER: "drift", DRIFT_BATCH: batch,
+                  DRIFTED_FROM_CHAMPION: str(champion),
                   REGIME_START: str(metadata["ingest seq"].value)},
         ))
     cursor = str(records[-1].storage_id) if records else context.cursor
@@ -185,7 +176,7 @@ def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,
     from heat_platform.monitoring.drift import read_serving_log, request_drift
 
     experiment = context.partition_key
-    champion = ModelRegistry(mlflow, storage.catalog()).champion(experiment)
+    champion = ModelRegistry(mlflow.store(), storage.catalog()).champion(experiment)
     if champion is None:
         return dg.MaterializeResult(metadata={"drift": False, "reasons": "no champion"})
     reference = load_training_set(storage.paths.training_sets / experiment / champion.data_version)
@@ -207,8 +198,8 @@ serving_drift_job = dg.define_asset_job("serving_drift_check", selection=[servin
                                         partitions_def=experiments)
 
 
-@dg.schedule(job=serving_drift_job, cron_schedule=os.environ.get(
-    "HEAT_PLATFORM_SERVING_DRIFT_CRON", "0 3 * * *"), default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(job=serving_drift_job, cron_schedule=SETTINGS.serving_drift_cron,
+             default_status=dg.DefaultScheduleStatus.RUNNING)
 def nightly_serving_drift(context: dg.ScheduleEvaluationContext):
     """Every night, the serving-log drift of every experiment that has a deployed bento."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")

@@ -28,20 +28,20 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
     from heat_platform.models.registry import ModelRegistry
     from heat_platform.serving.deploy import SmokeTestFailed, deploy, served_model
 
-    registry = ModelRegistry(mlflow, storage.catalog())
+    registry = ModelRegistry(mlflow.store(), storage.catalog())
     others = [registry.current_champion(name, storage.paths.store / "models")
               for name in storage.catalog().experiments() if name != champion_model.experiment]
     models = [served_model(c) for c in [champion_model, *others] if c is not None]
     try:
         deployment = deploy(storage.paths, models, check=models[0],
-                            mlflow=mlflow.mlflow())
+                            mlflow=mlflow.store().mlflow())
     except SmokeTestFailed as error:
         raise dg.Failure(description=f"the new bento was not published: {error}",
                          allow_retries=False) from error
     storage.catalog().audit(champion_model.experiment, "deploy", actor="dagster",
                             reasons=[f"bento {deployment.bento}"],
                             model_name=champion_model.model_name,
-                            to_version=champion_model.version, dagster_run_id=context.run.run_id)
+                            to_version=champion_model.version, dagster_run_id=context.run_id)
     smoke = deployment.smoke
     return dg.Output(
         {"bento": deployment.bento, "experiments": [m.experiment for m in models],

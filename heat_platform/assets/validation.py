@@ -76,7 +76,7 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
     result = validate_batch(
         storage.store(), catalog, experiment, batch, spec, rules,
         docs_dir=storage.report_dir("data_docs", experiment, batch, version.sha256[:16]),
-        gx_max_rows=config.gx_max_rows, run_id=context.run.run_id,
+        gx_max_rows=config.gx_max_rows, run_id=context.run_id,
     )
     summary = result.split.summary if result.split is not None else {}
     quarantined = result.split.quarantined if result.split is not None else None

@@ -60,7 +60,6 @@ from heat_platform.data.landing import (
     observe,
     parse_batch_key,
     safe_join,
-    sha256_file,
 )
 from heat_platform.data.store import BlobRef, ContentStore, SourceChangedError, StoreError
 from heat_platform.data.training_set import (
@@ -107,6 +106,5 @@ __all__ = [
     "run_expectations",
     "safe_join",
     "save_training_set",
-    "sha256_file",
     "split_rows",
 ]

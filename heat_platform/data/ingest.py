@@ -31,7 +31,7 @@ from heat_platform.data.training_set import (
     save_training_set,
 )
 from heat_platform.data.validation import RowSplit, ValidationRules, split_rows
-from heat_platform.pinn.spec import MAX_BYTES, ProblemSpec, SpecError, load_spec
+from heat_platform.heat.spec import MAX_BYTES, ProblemSpec, SpecError, load_spec
 
 NUMERIC = ("x", "y", "t", "u", "sigma")
 

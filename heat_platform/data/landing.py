@@ -46,12 +46,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from heat_platform.data.contract import FORMATS
+from heat_platform.files import file_digest
+from heat_platform.names import EXPERIMENT_NAME
 
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROBLEM_FILE = "problem.yaml"
 IN_FLIGHT_SUFFIXES = (".tmp", ".part", ".crdownload")
 KEY_SEPARATOR = "|"
-HASH_CHUNK_BYTES = 1024 * 1024
 
 # Characters Dagster cannot have in a partition key, or that our multi-part keys use.
 _FORBIDDEN_SUBSTRINGS = ("|", ",", "...", "[", "]", "\\")
@@ -109,7 +109,7 @@ def experiment_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid experiment name, or None."""
     if not EXPERIMENT_NAME.fullmatch(name):
         return (
-            f"experiment name {name!r} does not match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}} "
+            f"experiment name {name!r} does not match {EXPERIMENT_NAME.pattern} "
             "(start with a letter or digit; letters, digits, '_', '.', '-'; at most 64)"
         )
     if "..." in name:
@@ -379,15 +379,6 @@ def _opened_path(fd: int) -> Path | None:
 # --- completeness and content ------------------------------------------------------------------
 
 
-def sha256_file(path: str | os.PathLike[str], *, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    """Hex sha256 of a file, streamed in chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Pending:
     file: LandingFile
@@ -479,7 +470,7 @@ def fingerprint(
     state: Mapping[str, Any],
     ready: Iterable[LandingFile],
     *,
-    hasher: Callable[[Path], str] = sha256_file,
+    hasher: Callable[[Path], str] = file_digest,
 ) -> Fingerprints:
     """sha256 of each ready file (cached while its size and mtime are unchanged) and whether
     that content is new since it was last announced. Returns the updated state: the caller

@@ -34,6 +34,8 @@ from typing import BinaryIO
 
 import polars as pl
 
+from heat_platform.files import file_digest
+
 COPY_CHUNK_BYTES = 4 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _EXT = re.compile(r"[a-z0-9]{1,12}")
@@ -89,11 +91,7 @@ class ContentStore:
 
     def verify(self, ref: BlobRef) -> bool:
         """Re-hash a blob: True if its bytes still match its name."""
-        digest = hashlib.sha256()
-        with ref.path.open("rb") as handle:
-            while chunk := handle.read(COPY_CHUNK_BYTES):
-                digest.update(chunk)
-        return digest.hexdigest() == ref.sha256
+        return file_digest(ref.path) == ref.sha256
 
     # -- writing --
 
@@ -157,12 +155,10 @@ class ContentStore:
         return Path(name)
 
     def _commit_written(self, tmp_path: Path, ext: str) -> BlobRef:
-        digest = hashlib.sha256()
         with tmp_path.open("rb") as handle:
-            while chunk := handle.read(COPY_CHUNK_BYTES):
-                digest.update(chunk)
             os.fsync(handle.fileno())
-        return self._commit(tmp_path, digest.hexdigest(), ext, tmp_path.stat().st_size)
+            sha256 = file_digest(handle)
+        return self._commit(tmp_path, sha256, ext, tmp_path.stat().st_size)
 
     @contextlib.contextmanager
     def _temp_file(self) -> Iterator[tuple[Path, BinaryIO]]:

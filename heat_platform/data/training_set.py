@@ -32,9 +32,9 @@ from typing import Any
 
 import polars as pl
 
-from heat_platform.data.landing import sha256_file
 from heat_platform.data.validation import VALID_SCHEMA, domain_bounds
-from heat_platform.pinn.scaling import Scaling
+from heat_platform.files import atomic_path, atomic_write, file_digest
+from heat_platform.heat.scaling import Scaling
 
 SPLIT_METHOD = "held-out-sensors/blake2b-v1"
 MANIFEST = "manifest.json"
@@ -171,11 +171,11 @@ def save_training_set(ts: TrainingSet, directory: str | os.PathLike[str]) -> Pat
     files: dict[str, str] = {}
     for name, frame in (("train", ts.train), ("validation", ts.validation)):
         path = directory / f"{name}.parquet"
-        _atomic_write(path, lambda p, frame=frame: frame.write_parquet(p))
-        files[path.name] = sha256_file(path)
-    scaling_path = directory / "scaling.json"
-    _atomic_write(scaling_path, lambda p: p.write_text(ts.scaling.to_json()))
-    files[scaling_path.name] = sha256_file(scaling_path)
+        with atomic_path(path) as partial:
+            frame.write_parquet(partial)
+        files[path.name] = file_digest(path)
+    scaling_path = atomic_write(directory / "scaling.json", ts.scaling.to_json())
+    files[scaling_path.name] = file_digest(scaling_path)
     manifest = {
         **ts.summary(),
         "held_out_sensors": ts.held_out_sensors,
@@ -184,10 +184,7 @@ def save_training_set(ts: TrainingSet, directory: str | os.PathLike[str]) -> Pat
         "columns": {name: str(dtype) for name, dtype in COLUMNS.items()},
     }
     manifest_path = directory / MANIFEST
-    _atomic_write(
-        manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    )
-    return manifest_path
+    return atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def load_training_set(directory: str | os.PathLike[str]) -> TrainingSet:
@@ -195,7 +192,7 @@ def load_training_set(directory: str | os.PathLike[str]) -> TrainingSet:
     directory = Path(directory)
     manifest = json.loads((directory / MANIFEST).read_text())
     for name, expected in manifest["files"].items():
-        actual = sha256_file(directory / name)
+        actual = file_digest(directory / name)
         if actual != expected:
             raise ValueError(
                 f"{directory / name} was modified after it was written "
@@ -329,10 +326,3 @@ def _partitions(
         for b in sorted(batches, key=lambda b: b.batch)
     ]
 
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

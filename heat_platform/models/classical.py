@@ -1,7 +1,7 @@
 """The honest baseline: the same inverse problem solved classically, tracked like the PINN.
 
 Finite-volume forward model, exact discrete adjoint, Tikhonov smoothing with the weight from the
-discrepancy principle, L-BFGS-B with bounds (:mod:`heat_platform.pinn.inversion`). The fitted
+discrepancy principle, L-BFGS-B with bounds (:mod:`heat_platform.heat.inversion`). The fitted
 fields are stored as an ``.npz`` next to the PINN models and logged to their own MLflow run.
 """
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from heat_platform.data.ingest import StoredTrainingSet
+from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models import figures, tracking
 from heat_platform.models.candidates import ModelCandidate
+from heat_platform.models.mlflow_store import MlflowStore
 from heat_platform.models.scoring import Predict, Readings, Scores, score
-from heat_platform.pinn.spec import ProblemSpec
-from heat_platform.resources.mlflow import MlflowTracking
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class ClassicalOutcome:
     run_url: str
 
 
-def fit_classical(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: ProblemSpec, *,
+def fit_classical(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: ProblemSpec, *,
                   penalty: str, nx: int, ny: int, n_steps: int, models_dir: Path,
                   dagster_run_id: str, threads: int = 1) -> ClassicalOutcome:
     from threadpoolctl import threadpool_limits
 
-    from heat_platform.pinn.inversion import invert_spec
+    from heat_platform.heat.inversion import invert_spec
 
     training_set = stored.load()
     train = Readings.from_frame(training_set.train, spec)
@@ -92,7 +92,7 @@ def save_fields(result, path: Path) -> Path:
 
 def load_predict(path: Path) -> Predict:
     """``predict(x, y, t) -> (u, a)`` of a stored classical fit (bilinear a, trilinear u)."""
-    from heat_platform.pinn.solver import ForwardSolution, Grid, bilinear
+    from heat_platform.heat.solver import ForwardSolution, Grid, bilinear
 
     with np.load(path) as saved:
         grid = Grid(x=tuple(saved["x"]), y=tuple(saved["y"]), nx=int(saved["nx"]), ny=int(saved["ny"]))

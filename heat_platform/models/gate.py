@@ -11,24 +11,35 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models.scoring import Scores
-from heat_platform.pinn.spec import ProblemSpec
 
 PROMOTE, REJECT, PENDING = "promote", "reject", "pending"
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(use_attribute_docstrings=True))
 class Thresholds:
-    """Documented defaults; every one is a field of the gate's Dagster config."""
+    """What a candidate must meet; every field is also a field of the gate's Dagster config."""
 
-    max_rmse_to_noise: float = 2.0  # validation RMSE at most this many noise levels
-    max_residual_relative: float = 0.2  # RMS PDE residual / RMS source
-    max_boundary_violation: float = 0.01  # relative deviation from the known boundary a
-    diffusivity_range: tuple[float, float] = (1e-6, 1e6)  # unless the spec gives one
-    min_improvement: float = 0.02  # relative RMSE gain over the champion needed to replace it
-    physics_tolerance: float = 0.25  # relative residual may grow by at most this share...
-    physics_slack: float = 0.005  # ...plus this absolute amount, against the champion
-    require_approval: bool = False  # promotions wait for `heat-platform approve`
+    max_rmse_to_noise: float = 2.0
+    """Validation RMSE at most this many noise levels."""
+    max_residual_relative: float = 0.2
+    """RMS PDE residual / RMS source, at most."""
+    max_boundary_violation: float = 0.01
+    """Relative deviation from the known boundary diffusivity, at most."""
+    diffusivity_range: tuple[float, float] = (1e-6, 1e6)
+    """Physical range of a, unless the spec gives one."""
+    min_improvement: float = 0.02
+    """Relative validation-RMSE gain over the champion needed to replace it."""
+    physics_tolerance: float = 0.25
+    """Allowed relative growth of the PDE residual against the champion..."""
+    physics_slack: float = 0.005
+    """...plus this absolute amount."""
+    require_approval: bool = False
+    """Promotions wait for `heat-platform approve`."""
 
 
 @dataclass(frozen=True)

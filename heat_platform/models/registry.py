@@ -14,10 +14,8 @@ from pathlib import Path
 
 from heat_platform.data.catalog import AuditEntry, Catalog
 from heat_platform.models.candidates import Champion
-from heat_platform.resources.mlflow import MlflowTracking, registered_model_name
-
-CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
-REJECTED, PENDING = "rejected", "pending_approval"
+from heat_platform.models.mlflow_store import MlflowStore
+from heat_platform.names import CHAMPION, PENDING, PREVIOUS, REJECTED, registered_model_name
 
 
 class RegistryError(ValueError):
@@ -45,7 +43,7 @@ class Version:
 
 
 class ModelRegistry:
-    def __init__(self, tracking: MlflowTracking, catalog: Catalog) -> None:
+    def __init__(self, tracking: MlflowStore, catalog: Catalog) -> None:
         self.tracking, self.catalog = tracking, catalog
         self.client = tracking.client()
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from heat_platform.pinn.metrics import relative_l2, uniform_points
-from heat_platform.pinn.spec import ProblemSpec
+from heat_platform.heat.metrics import boundary_points, relative_l2, uniform_points
+from heat_platform.heat.spec import ProblemSpec
 
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Residual = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -71,7 +71,7 @@ class Readings:
                           else np.full(frame.height, fallback)))
 
     def observations(self):
-        from heat_platform.pinn.pinn import Observations
+        from heat_platform.heat.observations import Observations
 
         return Observations(x=self.x, y=self.y, t=self.t, u=self.u, sigma=self.sigma)
 
@@ -98,7 +98,8 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
 
     boundary_violation = 0.0
     if spec.boundary_diffusivity is not None:
-        bx, by = _boundary_points(bounds, seed)
+        edge = boundary_points(bounds, N_BOUNDARY, np.random.default_rng([seed, 7]))
+        bx, by = edge[:, 0], edge[:, 1]
         _, a_edge = predict(bx, by, np.full_like(bx, bounds["t"][0]))
         a_b = np.asarray(spec.boundary_diffusivity(x=bx, y=by), dtype=float)
         boundary_violation = float(np.max(np.abs(a_edge - a_b) / np.abs(a_b)))
@@ -118,7 +119,7 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
 def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: int = 0) -> Scores:
     """Score a serving artifact (TorchScript, physical units in and out)."""
     from heat_platform.pinn.export import load_exported
-    from heat_platform.pinn.physics import pde_residual
+    from heat_platform.pinn.losses import pde_residual
 
     module = load_exported(path)
     return score(torchscript_predict(module), spec, validation,
@@ -136,13 +137,3 @@ def torchscript_predict(module) -> Predict:
         return out[:, 0].reshape(x.shape), out[:, 1].reshape(x.shape)
 
     return predict
-
-
-def _boundary_points(bounds, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([seed, 7])
-    (x0, x1), (y0, y1) = bounds["x"], bounds["y"]
-    s = rng.uniform(0, 1, N_BOUNDARY)
-    side = rng.integers(0, 4, N_BOUNDARY)
-    x = np.where(side == 0, x0, np.where(side == 1, x1, x0 + s * (x1 - x0)))
-    y = np.where(side == 2, y0, np.where(side == 3, y1, y0 + s * (y1 - y0)))
-    return x, y

@@ -1,6 +1,6 @@
 """The one MLflow logging helper: tags that make a run traceable, params, figures, models.
 
-Used inside ``MlflowTracking.start_run(...)`` (an active run); every training-like run of the
+Used inside ``MlflowStore.start_run(...)`` (an active run); every training-like run of the
 platform (PINN, classical inversion, gate) goes through here, so they all carry the same tags:
 git commit, data version, partitions, Dagster run id, package versions, device.
 """
@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from heat_platform.instance import PROJECT_ROOT
+from heat_platform.paths import PROJECT_ROOT
 
 PACKAGES = ("torch", "deepxde", "dagster", "mlflow", "numpy", "scipy", "polars", "heat-platform")
 TORCH_REQUIREMENT = "torch==2.13.0"

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from heat_platform.data.ingest import StoredTrainingSet
+from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models import figures, tracking
 from heat_platform.models.candidates import ModelCandidate
+from heat_platform.models.mlflow_store import MlflowStore
 from heat_platform.models.scoring import Readings, Scores, score, torchscript_predict
-from heat_platform.pinn.spec import ProblemSpec
-from heat_platform.resources.mlflow import MlflowTracking, registered_model_name
-
-CHALLENGER = "challenger"
+from heat_platform.names import CHALLENGER, registered_model_name
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,12 @@ class TrainingOutcome:
     spread: dict[str, float] | None = None  # ensemble_spread, for an ensemble
 
 
-def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: ProblemSpec, config,
+def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: ProblemSpec, config,
              *, models_dir: Path, checkpoint_dir: Path, dagster_run_id: str,
              progress: Callable[[int, dict[str, float]], None] | None = None) -> TrainingOutcome:
     """Train on ``stored`` (resuming from ``checkpoint_dir`` when a run was interrupted), log
     everything to MLflow, export and register the model."""
-    from heat_platform.pinn.pinn import train_pinn
+    from heat_platform.pinn.trainer import train_pinn
 
     training_set = stored.load()
     train = Readings.from_frame(training_set.train, spec)
@@ -68,7 +67,7 @@ def fit_pinn(tracking_store: MlflowTracking, stored: StoredTrainingSet, spec: Pr
         artifact = trained.export(models_dir / stored.experiment / run.info.run_id / "model.pt")
 
         from heat_platform.pinn.export import load_exported
-        from heat_platform.pinn.physics import pde_residual
+        from heat_platform.pinn.losses import pde_residual
 
         module = load_exported(artifact)
         scores = score(torchscript_predict(module), spec, validation,

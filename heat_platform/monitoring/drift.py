@@ -23,23 +23,33 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from heat_platform.pinn.spec import ProblemSpec
+from heat_platform.heat.spec import ProblemSpec
 
 # Evidently methods whose value is a distance (drift when above the threshold); the others
 # are statistical tests whose value is a p-value (drift when below it).
 DISTANCES = {"psi", "wasserstein", "jensenshannon", "kl_div", "hellinger", "ed"}
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(use_attribute_docstrings=True))
 class DriftThresholds:
+    """When a batch (or a window of served requests) counts as drifted; every field is also a
+    field of the drift assets' Dagster config."""
+
     method: str = "psi"
+    """Evidently stattest per column (psi, ks, wasserstein, ...)."""
     column_threshold: float = 0.2
-    drift_share: float = 0.5  # input drift when at least this share of the columns drifted
-    misfit_ratio: float = 1.3  # physics drift when the champion fits this much worse
-    # (bench/drift.py, 20 seeds each: benign 0.92-0.97, shipped material 1.81-1.87,
-    # miscalibration 2.25-2.39; detection starts near 1 noise level of RMS signal)
-    min_rows: int = 200  # fewer rows: no claim either way
+    """Per-column threshold of the stattest."""
+    drift_share: float = 0.5
+    """Input drift when at least this share of the columns drifted."""
+    misfit_ratio: float = 1.3
+    """Physics drift when the champion fits the batch this many times worse than its held-out
+    sensors (bench/drift.py, 20 seeds each: benign 0.92-0.97, shipped material 1.81-1.87,
+    miscalibration 2.25-2.39)."""
+    min_rows: int = 200
+    """Fewer rows: no drift is claimed either way."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,7 @@ def rmse_to_noise(module, frame: pl.DataFrame, spec: ProblemSpec) -> float:
 def residual_relative(module, frame: pl.DataFrame, spec: ProblemSpec, max_points: int = 4096
                       ) -> float:
     """RMS PDE residual of the champion at (a sample of) the new points / RMS source there."""
-    from heat_platform.pinn.physics import pde_residual
+    from heat_platform.pinn.losses import pde_residual
 
     sample = frame if frame.height <= max_points else frame.sample(max_points, seed=0)
     x, y, t = (sample[c].to_numpy().astype(float) for c in ("x", "y", "t"))

@@ -14,7 +14,7 @@ that works in PHYSICAL units::
 The networks' tanh are computed as 2 sigmoid(2z) - 1, the factors folded into the weights
 (:func:`sigmoid_form`: the same function, cheaper on CPU). Inputs of any floating dtype are
 cast to the model's own. Gradients flow through the module,
-so :func:`heat_platform.pinn.physics.pde_residual` scores an exported model like a live one.
+so :func:`heat_platform.pinn.losses.pde_residual` scores an exported model like a live one.
 The file also carries ``metadata.json`` (spec name, domain, scaling, config, versions), read
 with :func:`read_metadata` without loading the network.
 """
@@ -24,12 +24,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from heat_platform.files import atomic_path
 
 METADATA = "metadata.json"
 FORMAT = "heat-platform-pinn/1"
@@ -62,7 +63,7 @@ class ServingModule(torch.nn.Module):
 
 
 def export_pinn(trained, path: str | Path) -> Path:
-    """Trace ``trained`` (a :class:`~heat_platform.pinn.pinn.TrainedPINN`) to ``path``."""
+    """Trace ``trained`` (a :class:`~heat_platform.pinn.trainer.TrainedPINN`) to ``path``."""
     path = Path(path)
     net = copy.deepcopy(trained.net).to("cpu").eval()
     net.requires_grad_(False)  # gradients w.r.t. the inputs still flow
@@ -99,10 +100,8 @@ def export_pinn(trained, path: str | Path) -> Path:
         "inputs": "forward(points[N, 3] = x, y, t) -> [N, 2] = u, a; temperature(points[N, 3]) "
         "-> [N] = u; diffusivity(xy[N, 2]) -> [N]",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.jit.save(traced, str(partial), _extra_files={METADATA: json.dumps(metadata)})
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.jit.save(traced, str(partial), _extra_files={METADATA: json.dumps(metadata)})
     return path
 
 

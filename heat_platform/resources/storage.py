@@ -11,8 +11,8 @@ from heat_platform.data.catalog import Catalog
 from heat_platform.data.landing import LandingZone
 from heat_platform.data.store import ContentStore
 from heat_platform.data.validation import ValidationRules
+from heat_platform.heat.spec import ProblemSpec
 from heat_platform.paths import PlatformPaths
-from heat_platform.pinn.spec import ProblemSpec
 
 
 class PlatformStorage(dg.ConfigurableResource):
@@ -23,6 +23,8 @@ class PlatformStorage(dg.ConfigurableResource):
     """
 
     home: str = Field(description="Platform home directory (HEAT_PLATFORM_HOME).")
+    catalog_url: str = Field(default="", description="SQLAlchemy URL of the catalog "
+                             "(HEAT_PLATFORM_DB_URL); empty: SQLite under the home.")
     max_file_bytes: int = Field(default=4 * 1024**3,
                                 description="Landing files larger than this are refused.")
     max_rows: int = Field(default=20_000_000,
@@ -39,7 +41,7 @@ class PlatformStorage(dg.ConfigurableResource):
         return ContentStore(self.paths.blobs)
 
     def catalog(self) -> Catalog:
-        return Catalog(self.paths.catalog_url)
+        return Catalog(self.catalog_url or self.paths.catalog_url)
 
     def rules(self, spec: ProblemSpec | None = None, **overrides) -> ValidationRules:
         """Validation rules: the spec's physical range, these limits, then ``overrides``."""

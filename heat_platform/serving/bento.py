@@ -8,7 +8,6 @@ is then correct in a Dagster run, in the CLI and in a test suite with many platf
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -17,11 +16,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from heat_platform.instance import PROJECT_ROOT
+from heat_platform.names import bento_model_name
+from heat_platform.paths import PROJECT_ROOT
+from heat_platform.settings import PlatformSettings, export
 
-SERVICE_SOURCE = Path(os.environ.get("HEAT_PLATFORM_BENTO_SRC", PROJECT_ROOT / "bentos" / "heat_service"))
 BENTO_NAME = "heat_service"
-MODEL_PREFIX = "heat-pinn-"
+SETTINGS_SOURCE = Path(__file__).resolve().parent.parent / "settings.py"
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class ServedModel:
 
     @property
     def bento_model_name(self) -> str:
-        slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in self.experiment.lower())
-        return MODEL_PREFIX + slug
+        return bento_model_name(self.experiment)
 
     @property
     def bento_model_version(self) -> str:
@@ -90,7 +89,7 @@ def _in_store(bentoml_home: Path, function, *args):
 
 
 def _set_environment(environment: dict[str, str]) -> None:
-    os.environ.update(environment)
+    export(**environment)
 
 
 def _import_models(models: list[ServedModel]) -> list[str]:
@@ -112,8 +111,10 @@ def _build(model_tags: list[str], served: dict[str, str], default: str, version:
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="heat-bento-") as context:
-        shutil.copytree(SERVICE_SOURCE, context, dirs_exist_ok=True,
+        shutil.copytree(service_source(), context, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "served_models.json"))
+        # the service reads its settings through the platform's own definitions
+        shutil.copyfile(SETTINGS_SOURCE, Path(context, "heat_settings.py"))
         manifest = {"default": default, "models": served}
         Path(context, "served_models.json").write_text(json.dumps(manifest, indent=2))
         try:
@@ -125,6 +126,11 @@ def _build(model_tags: list[str], served: dict[str, str], default: str, version:
             labels={"default_experiment": default},
         )
         return str(bento.tag)
+
+
+def service_source() -> Path:
+    """The BentoML service's source directory (``HEAT_PLATFORM_BENTO_SRC``, else this checkout's)."""
+    return PlatformSettings.load().bento_src or PROJECT_ROOT / "bentos" / "heat_service"
 
 
 def _list_bentos() -> list[str]:

@@ -71,7 +71,7 @@ def smoke_points(model: ServedModel, n: int = SMOKE_POINTS, seed: int = 0) -> np
 
 def registry_prediction(mlflow, model: ServedModel, points: np.ndarray) -> np.ndarray:
     """u from the MLflow registry's copy of the model version (not the local file);
-    ``mlflow`` is the module pointed at the platform's store (MlflowTracking.mlflow())."""
+    ``mlflow`` is the module pointed at the platform's store (MlflowStore.mlflow())."""
     import torch
 
     network = mlflow.pytorch.load_model(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from heat_platform.files import atomic_write
 from heat_platform.paths import PlatformPaths
 from heat_platform.serving.server import BentoServer
 
@@ -44,12 +45,8 @@ def live_state_path(paths: PlatformPaths) -> Path:
 
 def write_desired_deployment(paths: PlatformPaths, deployment: dict) -> Path:
     """Atomically publish what should be served (called by the deployed_bento asset)."""
-    target = desired_deployment_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(deployment, indent=2, sort_keys=True))
-    os.replace(temporary, target)
-    return target
+    return atomic_write(desired_deployment_path(paths),
+                        json.dumps(deployment, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> dict | None:
@@ -123,10 +120,7 @@ class Rollout:
                  "backend_pid": self.live.server.process.pid, "supervisor_pid": os.getpid(),
                  "since": time.time(), "ready_after_s": round(ready_after, 2),
                  "switches": self.switches, "deployment": self.live.deployment}
-        target = live_state_path(self.paths)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(temporary, target)
+        atomic_write(live_state_path(self.paths), json.dumps(state, indent=2, sort_keys=True))
 
     async def shutdown(self) -> None:
         if self.live is not None:
@@ -200,4 +194,6 @@ def serve(paths: PlatformPaths, host: str = "127.0.0.1", port: int = 3000,
 
 
 def _passthrough_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key.startswith("HEAT_SERVING_")}
+    from heat_platform.settings import ServingSettings
+
+    return ServingSettings.load().environment()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from heat_platform.processes import stop_process_group
+from heat_platform.polling import wait_until
+from heat_platform.processes import log_tail, stop_process_group
+from heat_platform.settings import child_environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,8 +44,8 @@ class BentoServer:
         port = port or free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"bentoml-{port}-{int(time.time())}.log"
-        environment = {**os.environ, "BENTOML_HOME": str(bentoml_home),
-                       "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
+        environment = child_environment(BENTOML_HOME=str(bentoml_home),
+                                        BENTOML_DO_NOT_TRACK="True", **(env or {}))
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [str(Path(sys.executable).with_name("bentoml")), "serve", bento,
@@ -56,28 +57,33 @@ class BentoServer:
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Block until /readyz answers 200; returns seconds waited. Raises with the log tail."""
-        deadline = time.monotonic() + timeout
         started = time.monotonic()
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n"
-                                   f"{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"bentoml serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
+        try:
+            wait_until(self.ready, timeout_s=timeout, interval_s=0.25, what="bentoml serve's "
+                       "/readyz", alive=self.check_alive, context=self.log_tail)
+        except TimeoutError:
+            self.stop()
+            raise
+        return time.monotonic() - started
+
+    def ready(self) -> bool:
+        """Does /readyz answer 200?"""
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
+        return False
+
+    def check_alive(self) -> None:
+        """Raise, with the log tail, when the server has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n"
+                               f"{self.log_tail()}")
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the process group (graceful: in-flight requests finish), SIGKILL after grace."""
         stop_process_group(self.process, grace_s=grace)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> BentoServer:
         return self

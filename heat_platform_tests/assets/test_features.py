@@ -3,8 +3,9 @@
 import dagster as dg
 import polars as pl
 
-from heat_platform.assets.features import training_set
+from heat_platform.assets.features import TrainingSetConfig, training_set
 from heat_platform.definitions import defs
+from heat_platform.names import REGIME_START, TRIGGER
 from heat_platform.simulate import simulate_to_landing
 
 
@@ -41,18 +42,20 @@ def test_training_set_unions_batches_and_versions_by_their_contents(platform_pat
     assert pl.concat([grown.train, grown.validation]).height == 3 * 3200
 
 
-def test_a_retraining_run_after_drift_starts_a_new_regime(platform_paths, sensor, resources,
-                                                          storage):
+def test_a_retraining_run_after_drift_starts_a_new_regime(platform_paths, sensor, storage):
     simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
     sensor.until_quiet()
     simulate_to_landing(platform_paths.landing, "inclusion", seed=2, shift="material")
     sensor.until_quiet()
     drifted = storage.catalog().current_version("inclusion", "b002-material")
-    _, stored = _materialize(sensor.instance, resources,
-                             tags={"heat_platform/regime_start_seq": str(drifted.ingest_seq),
-                                   "heat_platform/trigger": "drift"})
+
+    def invoke(**run_tags):  # direct invocation: the asset function and its run's tags
+        context = dg.build_asset_context(partition_key="inclusion", run_tags=run_tags)
+        return training_set(context, TrainingSetConfig(), storage).value
+
+    stored = invoke(**{REGIME_START: str(drifted.ingest_seq), TRIGGER: "drift"})
     assert set(stored.load().train["batch"]) == {"b002-material"}
-    _, later = _materialize(sensor.instance, resources)  # the regime is remembered
+    later = invoke()  # the regime is remembered
     assert set(later.load().train["batch"]) == {"b002-material"}
 
 

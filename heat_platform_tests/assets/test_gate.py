@@ -31,10 +31,11 @@ def check_passed(instance, run_id: str) -> bool:
     return record.evaluation.passed
 
 
+@pytest.mark.slow  # trains models
 def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested, resources,
                                                                       storage, capsys, receiver):
     instance = ingested
-    registry = ModelRegistry(resources["mlflow"], storage.catalog())
+    registry = ModelRegistry(resources["mlflow"].store(), storage.catalog())
 
     # 1. the first sound model becomes champion, next to the classical inversion
     first = materialize(instance, resources, ["classical_inversion", *GATE], EXPERIMENT,
@@ -48,9 +49,9 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     assert classical.metadata["relL2(a) vs truth"].value < 0.2  # smooth a, recovered classically
     report = latest_materialization(instance, "gate_report", EXPERIMENT).metadata["report"].value
     assert "PROMOTED v1" in report and "classical inversion" in report
-    run = resources["mlflow"].client().get_run(champion.run_id)
+    run = resources["mlflow"].store().client().get_run(champion.run_id)
     assert run.data.tags["heat_platform.gate"] == "promote"
-    artifacts = {a.path for a in resources["mlflow"].client().list_artifacts(champion.run_id, "gate")}
+    artifacts = {a.path for a in resources["mlflow"].store().client().list_artifacts(champion.run_id, "gate")}
     assert {"gate/report.md", "gate/decision.json", "gate/diffusivity.png"} <= artifacts
 
     # 2. a worse model against the default thresholds: rejected, nothing downstream runs

@@ -132,3 +132,25 @@ def test_paths_outside_the_landing_zone_are_refused(platform_paths, sensor, stor
         assert not any("escape" in r.run_key for r in result.run_requests or [])
     assert storage.catalog().current_version("inclusion", "escape") is None
     assert list((platform_paths.blobs).rglob("*.csv")) == []
+
+
+def test_problem_spec_called_directly_parses_and_records_the_spec(platform_paths, storage):
+    """Direct invocation (Dagster's unit-test idiom): no run, no instance, the asset's own
+    answer and metadata."""
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    context = dg.build_asset_context(partition_key="inclusion")
+    result = measurements.problem_spec(context, storage=storage)
+    spec_version = storage.catalog().latest_spec("inclusion")
+    assert result.data_version == dg.DataVersion(spec_version.sha256)
+    assert result.metadata["domain"].value == {"x": [0.0, 2.0], "y": [0.0, 1.0], "t": [0.0, 0.5]}
+    assert "diffusivity_truth" in result.metadata["formulas"].value
+
+
+def test_problem_spec_called_directly_names_the_offending_key_and_token(platform_paths, storage):
+    (platform_paths.landing / "evil").mkdir(parents=True)
+    (platform_paths.landing / "evil" / "problem.yaml").write_text(
+        "name: evil\ndomain: {x: [0, 1], y: [0, 1], t: [0, 1]}\nsource: \"x.__class__\"\n")
+    with pytest.raises(dg.Failure) as failure:
+        measurements.problem_spec(dg.build_asset_context(partition_key="evil"), storage=storage)
+    assert failure.value.metadata["key"].value == "source"
+    assert "__class__" in failure.value.description

@@ -6,9 +6,11 @@ changed material; the sensor is evaluated against the real instance.
 """
 
 import dagster as dg
+import pytest
 
-from heat_platform.assets.monitoring import REGIME_START, drift_retrain_sensor
+from heat_platform.assets.monitoring import drift_retrain_sensor
 from heat_platform.assets.partitions import batch_partition
+from heat_platform.names import REGIME_START
 from heat_platform.simulate import simulate_to_landing
 from heat_platform_tests.assets.conftest import EXPERIMENT, RELAXED
 from heat_platform_tests.conftest import latest_materialization, materialize
@@ -22,6 +24,7 @@ def drift_of(instance, resources, batch: str):
     return latest_materialization(instance, "drift_report", key).metadata
 
 
+@pytest.mark.slow  # trains a model
 def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor, resources,
                                                                 platform_paths, receiver):
     from heat_platform.resources.alerts import AlertWebhook

@@ -2,6 +2,7 @@
 
 import dagster as dg
 import numpy as np
+import pytest
 
 from heat_platform_tests.assets.conftest import EXPERIMENT, TINY
 from heat_platform_tests.conftest import latest_materialization, materialize
@@ -11,6 +12,7 @@ def pinn_run_config(**overrides) -> dict:
     return {"ops": {"pinn_model": {"config": {**TINY, **overrides}}}}
 
 
+@pytest.mark.slow  # trains a model
 def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, resources):
     result = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
                          run_config=pinn_run_config())
@@ -19,7 +21,7 @@ def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, re
         .output_for_node("training_set")
     assert candidate.data_version == training_set.data_version
 
-    client = resources["mlflow"].client()
+    client = resources["mlflow"].store().client()
     run = client.get_run(candidate.run_id)
     # lineage: which data, which Dagster run, which code and packages
     assert run.data.tags["heat_platform.data_version"] == training_set.data_version
@@ -49,7 +51,7 @@ def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, re
     import mlflow.pytorch
     import torch
 
-    resources["mlflow"].mlflow()
+    resources["mlflow"].store().mlflow()
     registered = mlflow.pytorch.load_model(f"models:/{candidate.model_name}@challenger")
     local = torch.jit.load(str(candidate.artifact))
     points = torch.tensor([[0.2, 0.5, 0.1], [1.5, 0.3, 0.4]], dtype=torch.float32)
@@ -78,6 +80,7 @@ def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, re
     assert metadata["a spread across members (RMS std)"].value == spread > 0
 
 
+@pytest.mark.slow  # trains a model
 def test_a_diverging_training_fails_clearly_and_registers_nothing(ingested, resources):
     result = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
                          run_config=pinn_run_config(adam_lr=1e12, adam_iterations=300),
@@ -90,7 +93,7 @@ def test_a_diverging_training_fails_clearly_and_registers_nothing(ingested, reso
     assert len(result.get_step_failure_events()) == 1
     assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
                    for e in result.all_events)
-    assert resources["mlflow"].client().search_registered_models() == []
+    assert resources["mlflow"].store().client().search_registered_models() == []
 
 
 def test_a_profile_sets_the_training_and_any_field_given_overrides_it():

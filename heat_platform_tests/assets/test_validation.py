@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from heat_platform.assets.features import training_set
+from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 from heat_platform.paths import PlatformPaths
-from heat_platform.pinn.synthetic import SCENARIOS, simulate_batch
 from heat_platform.simulate import write_batch, write_problem
 from heat_platform_tests.conftest import SensorDriver, latest_materialization
 
@@ -58,7 +58,7 @@ def ingested(tmp_path_factory):
     import dagster as dg
 
     from heat_platform.instance import prepare_instance
-    from heat_platform.resources import build_resources
+    from heat_platform.resources import build_resources, resolved
 
     paths = PlatformPaths(tmp_path_factory.mktemp("validation") / "platform").ensure()
     saved = {k: os.environ.get(k) for k in ("HEAT_PLATFORM_HOME", "DAGSTER_HOME")}
@@ -79,7 +79,7 @@ def ingested(tmp_path_factory):
             target.write_bytes(content)
     try:
         with dg.DagsterInstance.get() as instance:
-            resources = build_resources(paths)
+            resources = resolved(build_resources(paths))
             driver = SensorDriver(instance, resources)
             outcomes = driver.until_quiet()
             yield paths, instance, resources, outcomes
@@ -183,10 +183,10 @@ def test_other_partitions_keep_working_and_the_training_set_lists_what_it_left_o
 
 
 def test_a_very_large_file_is_refused_with_its_size(platform_paths, dagster_instance, storage):
-    from heat_platform.resources import build_resources
+    from heat_platform.resources import build_resources, resolved
     from heat_platform.resources.storage import PlatformStorage
 
-    resources = {**build_resources(platform_paths),
+    resources = {**resolved(build_resources(platform_paths)),
                  "storage": PlatformStorage(home=storage.home, max_file_bytes=1000)}
     write_problem(platform_paths.landing, "inclusion", "inclusion")
     write_batch(platform_paths.landing, "inclusion", "big", GOOD)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from heat_platform.files import file_digest
 from heat_platform.data.landing import (
     LandingError,
     LandingZone,
@@ -18,7 +19,6 @@ from heat_platform.data.landing import (
     observe,
     parse_batch_key,
     safe_join,
-    sha256_file,
 )
 
 
@@ -228,13 +228,13 @@ def test_hash_cache_and_touched_but_unchanged_file(landing):
 
     def hasher(p: Path) -> str:
         calls.append(p)
-        return sha256_file(p)
+        return file_digest(p)
 
     state = observe(empty_state(), zone.scan().files, now_ns=1).state
     seen = observe(state, zone.scan().files, now_ns=2)
     first = fingerprint(seen.state, seen.ready, hasher=hasher)
     assert [v.is_new for v in first.versions] == [True] and len(calls) == 1
-    assert first.versions[0].sha256 == sha256_file(path)
+    assert first.versions[0].sha256 == file_digest(path)
 
     seen = observe(first.state, zone.scan().files, now_ns=3)
     again = fingerprint(seen.state, seen.ready, hasher=hasher)
@@ -256,9 +256,9 @@ def test_hash_cache_and_touched_but_unchanged_file(landing):
     assert rewritten.versions[0].sha256 != first.versions[0].sha256
 
 
-def test_sha256_file_streams_in_chunks(tmp_path):
+def test_file_digest_is_the_sha256_of_the_bytes(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(b"a" * 3_000_001)
     import hashlib
 
-    assert sha256_file(path, chunk_bytes=4096) == hashlib.sha256(b"a" * 3_000_001).hexdigest()
+    assert file_digest(path) == hashlib.sha256(b"a" * 3_000_001).hexdigest()

@@ -191,7 +191,7 @@ def test_domain_bounds_accepts_a_spec_like_object(bounds):
 
 
 def test_rules_and_bounds_from_the_real_problem_spec(tmp_path):
-    from heat_platform.pinn.spec import load_spec
+    from heat_platform.heat.spec import load_spec
 
     (tmp_path / "problem.yaml").write_text(
         "name: exp1\ndomain: {x: [0, 2], y: [0, 1], t: [0, 0.5]}\nsource: 0\n"

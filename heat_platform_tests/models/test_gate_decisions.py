@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
+from heat_platform.heat.synthetic import SCENARIOS
 from heat_platform.models.gate import Thresholds, decide
 from heat_platform.models.scoring import Scores
-from heat_platform.pinn.synthetic import SCENARIOS
 
 GOOD = Scores(validation_rmse=0.011, noise_sigma=0.01, rmse_to_noise=1.1, residual_rms=0.5,
               residual_max=2.0, residual_relative=0.06, boundary_violation=0.0, a_min=0.9,

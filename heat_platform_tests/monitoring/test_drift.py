@@ -79,8 +79,8 @@ def test_alerts_post_json_to_the_webhook_and_are_off_without_one(receiver):
 
 
 def test_a_batch_too_small_to_judge_claims_nothing_before_any_model_runs(tmp_path):
+    from heat_platform.heat.synthetic import SCENARIOS
     from heat_platform.monitoring.drift import batch_drift
-    from heat_platform.pinn.synthetic import SCENARIOS
 
     report = batch_drift(frame(3000, 0), frame(600, 1), frame(0, 2), SCENARIOS["inclusion"].spec,
                          tmp_path / "no-model-needed.pt", DriftThresholds())

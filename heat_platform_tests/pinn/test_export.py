@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from heat_platform.heat.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
+from heat_platform.heat.metrics import uniform_points
+from heat_platform.pinn.config import PINNConfig
 from heat_platform.pinn.export import load_exported, read_metadata
-from heat_platform.pinn.heatinv import heatinv_observations, heatinv_scaling, heatinv_spec
-from heat_platform.pinn.metrics import uniform_points
-from heat_platform.pinn.physics import pde_residual
-from heat_platform.pinn.pinn import PINNConfig, train_pinn
+from heat_platform.pinn.losses import pde_residual
+from heat_platform.pinn.trainer import train_pinn
 
 TINY = PINNConfig(
     hidden_u=16,
@@ -59,6 +60,7 @@ def points(spec):
 SAME = {"float32": {"rtol": 1e-5, "atol": 1e-6}, "float64": {"rtol": 1e-12, "atol": 1e-13}}
 
 
+@pytest.mark.slow  # trains a model
 def test_the_artifact_gives_the_live_models_numbers(exported, points):
     trained, path = exported
     module = load_exported(path)
@@ -74,6 +76,7 @@ def test_the_artifact_gives_the_live_models_numbers(exported, points):
     np.testing.assert_allclose(u_only, u, **same)
 
 
+@pytest.mark.slow  # trains a model
 def test_the_artifact_evaluates_sigmoids_not_tanh(exported):
     _, path = exported
     module = load_exported(path)
@@ -83,6 +86,7 @@ def test_the_artifact_evaluates_sigmoids_not_tanh(exported):
         assert "aten::sigmoid" in graph and "aten::tanh" not in graph
 
 
+@pytest.mark.slow  # trains a model
 def test_the_artifact_knows_its_domain_and_metadata(exported, spec):
     trained, path = exported
     module = load_exported(path)
@@ -99,6 +103,7 @@ def test_the_artifact_knows_its_domain_and_metadata(exported, spec):
     assert metadata["scaling"] == trained.scaling.to_dict()
 
 
+@pytest.mark.slow  # trains a model
 def test_gradients_flow_through_the_artifact(exported, spec, points):
     trained, path = exported
     module = load_exported(path)
@@ -109,6 +114,7 @@ def test_gradients_flow_through_the_artifact(exported, spec, points):
     np.testing.assert_allclose(loaded, live, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.slow  # trains a model
 def test_the_artifact_loads_with_torch_alone(exported):
     trained, path = exported
     code = textwrap.dedent(f"""

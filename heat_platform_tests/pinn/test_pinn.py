@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from heat_platform.pinn.pinn import (
-    Observations,
-    PINNConfig,
-    TrainingDiverged,
-    floored_misfit,
-    member_seed,
-    train_pinn,
-)
-from heat_platform.pinn.scaling import Scaling
-from heat_platform.pinn.spec import parse_spec
+from heat_platform.heat.observations import Observations
+from heat_platform.heat.scaling import Scaling
+from heat_platform.heat.spec import parse_spec
+from heat_platform.pinn.config import PROFILES, PINNConfig
+from heat_platform.pinn.losses import floored_misfit
+from heat_platform.pinn.trainer import TrainingDiverged, member_seed, train_pinn
 
 A_TRUE = 1.5
 
@@ -72,6 +68,7 @@ def without_wall_time(history):
     return [{k: v for k, v in entry.items() if k != "wall_time_s"} for entry in history]
 
 
+@pytest.mark.slow  # trains a model
 def test_training_lowers_the_loss_and_recovers_a_constant_diffusivity(problem):
     spec, train, scaling = problem
     config = dataclasses.replace(
@@ -99,6 +96,7 @@ def test_training_lowers_the_loss_and_recovers_a_constant_diffusivity(problem):
     assert np.sqrt(np.mean((u - u_true) ** 2)) < 0.05
 
 
+@pytest.mark.slow  # trains a model
 def test_same_seed_same_history_other_seed_other_history(problem):
     spec, train, scaling = problem
     one = train_pinn(spec, train, scaling, TINY)
@@ -113,6 +111,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("stop_at", [30, 60], ids=["during-adam", "during-lbfgs"])
 def test_an_interrupted_training_resumes_from_its_checkpoint(problem, tmp_path, stop_at):
     spec, train, scaling = problem
@@ -167,6 +166,7 @@ def pair(problem):
     return trained, logged
 
 
+@pytest.mark.slow  # trains a model
 def test_an_ensemble_is_its_members_merged_into_one_network(problem, pair):
     spec, train, scaling = problem
     ensemble, logged = pair
@@ -194,6 +194,7 @@ def test_an_ensemble_is_its_members_merged_into_one_network(problem, pair):
     assert plain.diffusivity_spread(x, y) is None and plain.members == ()
 
 
+@pytest.mark.slow  # trains a model
 def test_an_interrupted_ensemble_resumes_each_member_from_its_checkpoint(problem, pair, tmp_path):
     spec, train, scaling = problem
     uninterrupted, _ = pair
@@ -216,6 +217,7 @@ def test_an_interrupted_ensemble_resumes_each_member_from_its_checkpoint(problem
     np.testing.assert_array_equal(resumed.predict(*points)[0], uninterrupted.predict(*points)[0])
 
 
+@pytest.mark.slow  # trains a model
 def test_a_checkpoint_never_resumes_a_different_training(problem, tmp_path):
     spec, train, scaling = problem
     short = dataclasses.replace(TINY, lbfgs_iterations=0)
@@ -245,6 +247,7 @@ def test_a_checkpoint_never_resumes_a_different_training(problem, tmp_path):
     assert len(list(tmp_path.glob("pinn-*.pt"))) == 3
 
 
+@pytest.mark.slow  # trains a model
 def test_a_diverging_training_stops_early_with_its_loss_terms(problem):
     spec, train, scaling = problem
     config = dataclasses.replace(TINY, adam_lr=1e12, adam_iterations=500)
@@ -253,6 +256,7 @@ def test_a_diverging_training_stops_early_with_its_loss_terms(problem):
     assert caught.value.step < 500
 
 
+@pytest.mark.slow  # trains a model
 def test_hard_boundary_diffusivity_float64_and_global_state(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1 + x*y"})
@@ -269,6 +273,7 @@ def test_hard_boundary_diffusivity_float64_and_global_state(problem):
     )
 
 
+@pytest.mark.slow  # trains a model
 def test_a_frozen_for_its_first_steps_stays_at_its_start_then_trains(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1 + x*y"})
@@ -290,8 +295,9 @@ def test_a_frozen_for_its_first_steps_stays_at_its_start_then_trains(problem):
         assert np.max(np.abs(moved - (1 + x * y))) > 1e-3
 
 
+@pytest.mark.slow  # trains a model
 def test_a_warm_started_from_the_classical_inversion(problem):
-    from heat_platform.pinn.inversion import invert_spec
+    from heat_platform.heat.inversion import invert_spec
 
     spec, train, scaling = problem  # no boundary a: a starts at a_ref = 1 without warm start
     config = dataclasses.replace(TINY, warm_start_a=True, adam_iterations=0, lbfgs_iterations=0)
@@ -313,6 +319,7 @@ def test_the_floored_misfit_is_the_misfit_above_the_floor_and_flat_below_it():
     assert 0.4 < slope[3] < 0.6  # half the data term's weight at the floor itself
 
 
+@pytest.mark.slow  # trains a model
 def test_a_misfit_floor_stops_u_fitting_closer_and_gives_the_pde_the_difference(problem):
     spec, train, scaling = problem
     config = dataclasses.replace(TINY, adam_iterations=100, lbfgs_iterations=100, log_every=20)
@@ -330,6 +337,7 @@ def test_a_misfit_floor_stops_u_fitting_closer_and_gives_the_pde_the_difference(
         train_pinn(spec, no_sigma, scaling, dataclasses.replace(config, misfit_floor=1.0))
 
 
+@pytest.mark.slow  # trains a model
 def test_soft_boundary_diffusivity_adds_a_loss_term(problem):
     _, train, scaling = problem
     with_boundary = parse_spec({**CONSTANT_A, "boundary_diffusivity": "1.5"})
@@ -351,13 +359,16 @@ def test_bad_inputs_are_rejected():
         Observations(x=[0, 1], y=[0], t=[0], u=[0])
     with pytest.raises(ValueError, match="sigma"):
         Observations(x=[0], y=[0], t=[0], u=[0], sigma=0)
-    for profile in (PINNConfig.fast(), PINNConfig.accurate()):
+    for profile in (PINNConfig.profile(name) for name in PROFILES):
         assert profile.check() is profile
 
 
-def test_importing_the_module_does_not_import_deepxde():
+def test_importing_the_light_modules_does_not_import_deepxde():
+    # DeepXDE takes seconds to import: only the training modules (backend, network, problem,
+    # trainer) may import it, never the config, the losses, the export or the domain package.
     code = (
-        "import sys, heat_platform.pinn.pinn, heat_platform.pinn.heatinv; "
+        "import sys, heat_platform.pinn.config, heat_platform.pinn.losses, "
+        "heat_platform.pinn.export, heat_platform.heat.heatinv, heat_platform.heat.inversion; "
         "sys.exit('deepxde' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

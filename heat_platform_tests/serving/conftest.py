@@ -43,7 +43,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
     import dagster as dg
 
     from heat_platform.instance import prepare_instance
-    from heat_platform.resources import build_resources
+    from heat_platform.resources import build_resources, resolved
     from heat_platform.simulate import simulate_to_landing
 
     paths = PlatformPaths(tmp_path_factory.mktemp("deployed") / "platform").ensure()
@@ -54,7 +54,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
             patch.setenv("HEAT_PLATFORM_HOME", str(paths.home))
             patch.setenv("DAGSTER_HOME", str(paths.dagster_home))
             patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}")
-            resources = build_resources(paths)
+            resources = resolved(build_resources(paths))
             simulate_to_landing(paths.landing, EXPERIMENT, seed=1)
             SensorDriver(instance, resources).until_quiet()
             materialize(instance, resources, ["training_set", "classical_inversion"], EXPERIMENT)

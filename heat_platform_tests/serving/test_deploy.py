@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
-from heat_platform.local import wait_until
+from heat_platform.polling import wait_until
 from heat_platform.serving.bento import build_bento
 from heat_platform.serving.deploy import served_model
 from heat_platform.serving.kubernetes import front_workers
@@ -25,6 +26,9 @@ from heat_platform.serving.rollout import (
 from heat_platform.serving.server import free_port
 from heat_platform_tests.conftest import latest_materialization
 from heat_platform_tests.serving.conftest import EXPERIMENT, pids_alive
+
+# every test here talks to a real `bentoml serve` on loopback
+pytestmark = pytest.mark.server
 
 
 def test_the_deployed_bento_is_smoke_tested_published_and_audited(deployed):

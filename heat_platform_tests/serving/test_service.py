@@ -2,13 +2,16 @@
 
 import json
 import math
-import time
 
 import httpx
 import numpy as np
 import pytest
 
+from heat_platform.polling import wait_until
 from heat_platform_tests.serving.conftest import EXPERIMENT
+
+# every test here talks to a real `bentoml serve` on loopback
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def http(server):
 @pytest.fixture(scope="module")
 def registered(deployed):
     """The champion's version as the MLflow registry has it."""
-    client = deployed.resources["mlflow"].client()
+    client = deployed.resources["mlflow"].store().client()
     return client.get_model_version(deployed.champion.model_name, deployed.champion.version)
 
 
@@ -189,15 +192,13 @@ def test_the_server_survives_bad_input_and_reports_metrics(http, server):
 def test_requests_are_sampled_into_the_serving_log(http, deployed):
     response = http.post("/predict", json={"points": [[0.25, 0.5, 0.2]] * 3}).json()
     log_dir = deployed.paths.serving / "log"
-    deadline = time.monotonic() + 10
-    entries = []
-    while time.monotonic() < deadline:
-        entries = [json.loads(line) for path in log_dir.rglob("requests-*.jsonl")
-                   for line in path.read_text().splitlines()]
-        if any(e["request_id"] == response["request_id"] for e in entries):
-            break
-        time.sleep(0.5)
-    (entry,) = [e for e in entries if e["request_id"] == response["request_id"]]
+
+    def logged():
+        return [entry for path in log_dir.rglob("requests-*.jsonl")
+                for entry in map(json.loads, path.read_text().splitlines())
+                if entry["request_id"] == response["request_id"]]
+
+    (entry,) = wait_until(logged, timeout_s=10, interval_s=0.5, what="the request in the log")
     assert entry["endpoint"] == "/predict" and entry["experiment"] == EXPERIMENT
     assert entry["model_version"] == response["model_version"]
     assert entry["x"] == [0.25] * 3 and entry["value"] == response["u"]
@@ -231,7 +232,13 @@ def test_serving_drift_reads_the_log_window_and_the_nightly_schedule_asks_for_it
                               rng.uniform(0.4, 0.5, 300)])
     for chunk in np.array_split(points, 5):  # the log keeps <= 64 points per request
         assert http.post("/predict", json={"points": chunk.tolist()}).status_code == 200
-    time.sleep(2.5)  # the serving log flushes every second
+
+    def logged_far_out() -> bool:  # the serving log flushes every second
+        return sum(sum(x >= 3 for x in entry["x"]) for path in log_dir.rglob("requests-*.jsonl")
+                   for entry in map(json.loads, path.read_text().splitlines())) >= 300
+
+    log_dir = deployed.paths.serving / "log"
+    wait_until(logged_far_out, timeout_s=15, interval_s=0.5, what="the 300 points in the log")
 
     materialize(deployed.instance, deployed.resources, ["serving_drift"], EXPERIMENT,
                 run_config={"ops": {"serving_drift": {"config": {"window_hours": 1}}}})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from heat_platform.pinn.formula import Formula, FormulaError, parse_formula
+from heat_platform.heat.formula import Formula, FormulaError, parse_formula
 
 # PINNacle HeatInv: u = exp(-t) sin(pi x) sin(pi y), a = 2 + sin(pi x) sin(pi y) on [-1, 1]^2 x [0, 1].
 HEATINV_U = "exp(-t)*sin(pi*x)*sin(pi*y)"

@@ -10,16 +10,12 @@ training never sees them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from heat_platform.pinn.scaling import Scaling
-from heat_platform.pinn.spec import ProblemSpec
-from heat_platform.pinn.synthetic import SCENARIOS, pinnacle_points
-
-if TYPE_CHECKING:
-    from heat_platform.pinn.pinn import Observations
+from heat_platform.heat.observations import Observations
+from heat_platform.heat.scaling import Scaling
+from heat_platform.heat.spec import ProblemSpec
+from heat_platform.heat.synthetic import SCENARIOS, pinnacle_points
 
 NOISE_SIGMA = 0.1
 
@@ -36,11 +32,9 @@ def heatinv_points() -> np.ndarray:
 
 def heatinv_observations(
     noise_seed: int = 0, sigma: float = NOISE_SIGMA, spec: ProblemSpec | None = None
-):
+) -> Observations:
     """The benchmark's training data: the true u at the shipped points plus N(0, sigma^2) noise
     drawn with ``numpy.random.default_rng(noise_seed)``."""
-    from heat_platform.pinn.pinn import Observations
-
     spec = spec or heatinv_spec()
     x, y, t = heatinv_points().T
     u = spec.temperature_truth(x=x, y=y, t=t)

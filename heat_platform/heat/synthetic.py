@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from heat_platform.pinn.formula import parse_formula
-from heat_platform.pinn.solver import Grid, solve_heat
-from heat_platform.pinn.spec import ProblemSpec, load_spec
+from heat_platform.heat.formula import parse_formula
+from heat_platform.heat.solver import Grid, solve_heat
+from heat_platform.heat.spec import ProblemSpec, load_spec
 
 DATA = Path(__file__).parent / "data"
 PINNACLE_POINTS = DATA / "pinnacle_heatinv" / "heatinv_points.dat"

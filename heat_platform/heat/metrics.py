@@ -1,4 +1,5 @@
-"""Error measures shared by the PINN, the classical inversion, the gate and the benchmarks."""
+"""Error measures shared by the PINN, the classical inversion, the gate and the benchmarks,
+and the points they are taken at."""
 
 from __future__ import annotations
 
@@ -28,3 +29,16 @@ def uniform_points(bounds: dict[str, tuple[float, float]], n: int, seed: int = 0
     """``n`` points drawn uniformly from the box ``bounds`` (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     return {name: rng.uniform(*bounds[name], size=n) for name in names}
+
+
+def boundary_points(bounds: dict[str, tuple[float, float]], n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``[n, 3]`` points (x, y, t): (x, y) uniform on the perimeter of the spatial rectangle,
+    t uniform in its span."""
+    lo = np.array([bounds[name][0] for name in ("x", "y", "t")])
+    hi = np.array([bounds[name][1] for name in ("x", "y", "t")])
+    points = rng.uniform(lo, hi, (n, 3))
+    side = rng.integers(0, 4, n)
+    points[side == 0, 0], points[side == 1, 0] = lo[0], hi[0]
+    points[side == 2, 1], points[side == 3, 1] = lo[1], hi[1]
+    return points

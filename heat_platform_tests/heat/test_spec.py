@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heat_platform.pinn.formula import FormulaError
-from heat_platform.pinn.spec import (
+from heat_platform.heat.formula import FormulaError
+from heat_platform.heat.spec import (
     KEYS,
     MAX_BYTES,
     Domain,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heat_platform.pinn.inversion import (
+from heat_platform.heat.inversion import (
     InverseProblem,
     TemperatureKnots,
     invert_diffusivity,
     perimeter_coordinate,
 )
-from heat_platform.pinn.metrics import relative_l2
-from heat_platform.pinn.solver import Grid, solve_heat
+from heat_platform.heat.metrics import relative_l2
+from heat_platform.heat.solver import Grid, solve_heat
 
 # --- A synthetic experiment on a non-unit rectangle: a smooth bump in a, known on the boundary
 DOMAIN = {"x": (0.0, 2.0), "y": (-1.0, 0.5), "t": (0.0, 0.5)}

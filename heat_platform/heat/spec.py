@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from heat_platform.pinn.formula import Formula, FormulaError, parse_formula
+from heat_platform.heat.formula import Formula, FormulaError, parse_formula
+from heat_platform.names import EXPERIMENT_NAME
 
 MAX_BYTES = 64 * 1024
 MAX_NESTING = 10  # a spec needs 3 levels (document, domain, bounds)
 DOCUMENT = "problem.yaml"  # the "key" of errors about the document as a whole
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REQUIRED = ("name", "domain", "source")
 # Formula keys and the variables each may use; dict order is the order of to_dict/to_yaml.
 FORMULAS = {
@@ -156,9 +156,9 @@ def parse_spec(data: dict) -> ProblemSpec:
         raise SpecError(missing[0], "is required")
 
     name = data["name"]
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    if not isinstance(name, str) or not EXPERIMENT_NAME.fullmatch(name):
         raise SpecError(
-            "name", f"must match {NAME_PATTERN.pattern} (quote numbers), got {_describe(name)}"
+            "name", f"must match {EXPERIMENT_NAME.pattern} (quote numbers), got {_describe(name)}"
         )
     description = data.get("description", "")
     if not isinstance(description, str):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from heat_platform.pinn.heatinv import heatinv_spec
-from heat_platform.pinn.metrics import uniform_points
-from heat_platform.pinn.physics import heat_residual, pde_residual
+from heat_platform.heat.heatinv import heatinv_spec
+from heat_platform.heat.metrics import uniform_points
+from heat_platform.pinn.losses import heat_residual, pde_residual
 
 
 class HeatInvTruth(torch.nn.Module):

@@ -7,8 +7,8 @@ from importlib.resources import files
 import numpy as np
 import pytest
 
-from heat_platform.pinn.metrics import relative_l2
-from heat_platform.pinn.solver import (
+from heat_platform.heat.metrics import relative_l2
+from heat_platform.heat.solver import (
     ForwardSolution,
     Grid,
     assemble,
@@ -109,7 +109,7 @@ def heatinv_f(x, y, t):
 
 
 def heatinv_points() -> np.ndarray:
-    path = files("heat_platform.pinn") / "data" / "pinnacle_heatinv" / "heatinv_points.dat"
+    path = files("heat_platform.heat") / "data" / "pinnacle_heatinv" / "heatinv_points.dat"
     return np.loadtxt(str(path))
 
 

@@ -12,7 +12,7 @@ Discretisation
   with a given at the nodes and the face value the ARITHMETIC mean of its two nodes,
   a_{i+1/2,j} = (a_ij + a_{i+1,j}) / 2. For smooth a it is as accurate as the harmonic mean
   (second order; the harmonic mean is the better choice only across jumps in a), and it is
-  linear in a, which keeps the discrete adjoint (``heat_platform.pinn.inversion``) simple;
+  linear in a, which keeps the discrete adjoint (``heat_platform.heat.inversion``) simple;
   the inversion uses this same operator. L is split into its interior-interior block L_II and the block L_IB that
   couples interior rows to the boundary values, so that L u = L_II u_I + L_IB g.
   With uniform spacings L_II is symmetric negative definite.

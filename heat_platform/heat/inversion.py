@@ -1,7 +1,7 @@
 """Classical inversion for the diffusivity: discrete adjoint + Tikhonov + L-BFGS-B.
 
 Given observations u_i at (x_i, y_i, t_i) with noise std sigma_i, find the node values of
-a(x, y) on the grid of :mod:`heat_platform.pinn.solver` that minimise
+a(x, y) on the grid of :mod:`heat_platform.heat.solver` that minimise
 
     J(m) = chi^2 / 2 + w/2 [R(a) + c_0 R_0(u^0) + c_g R_g(g)],
     chi^2 = sum_i ((H U(m))_i - u_i)^2 / sigma_i^2.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heat_platform.pinn.synthetic import (
+from heat_platform.heat.synthetic import (
     SCENARIOS,
     pinnacle_points,
     simulate_batch,
