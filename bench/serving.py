@@ -95,7 +95,7 @@ def train_model(directory: Path) -> tuple[Path, dict[str, list[float]], dict]:
 
     spec = heatinv_spec()
     train = heatinv_observations(noise_seed=0, spec=spec)
-    config = PINNConfig.profile("fast", adam_iterations=20, lbfgs_iterations=0,
+    config = PINNConfig.profile("quick", adam_iterations=20, lbfgs_iterations=0,
                                  n_domain=200, threads=1, device="cpu", log_every=10,
                                  checkpoint_every=20)
     start = time.perf_counter()
@@ -140,7 +140,7 @@ def build(bentoml_home: Path, model: Path, domain: dict[str, list[float]]) -> st
     from heat_platform.serving.bento import ServedModel, build_bento
 
     served = ServedModel(experiment=EXPERIMENT, torchscript=model,
-                         mlflow_model_name="heat-pinn-bench", mlflow_model_version="1",
+                         mlflow_model_name="heat-model-bench", mlflow_model_version="1",
                          mlflow_run_id=uuid.uuid4().hex, data_version="bench",
                          dagster_run_id="bench", domain=domain)
     return build_bento(bentoml_home, [served], default=EXPERIMENT, version="bench")

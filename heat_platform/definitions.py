@@ -24,11 +24,13 @@ def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
         assets=dg.load_assets_from_modules(stages),
         asset_checks=dg.load_asset_checks_from_modules(stages),
         jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
-              gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job],
+              gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job,
+              training.escalate_job],
         schedules=[monitoring.nightly_serving_drift],
         sensors=[
             measurements.landing_zone_sensor,
             monitoring.drift_retrain_sensor,
+            training.escalation_sensor,
             dg.AutomationConditionSensorDefinition(
                 "automation", target=dg.AssetSelection.all(),
                 minimum_interval_seconds=PlatformSettings.load().automation_interval,

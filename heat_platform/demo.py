@@ -76,8 +76,9 @@ def run_demo(paths: PlatformPaths, *, timeout_s: float = 900.0) -> int:
 
         # the material changes: drift -> retrain on the new regime -> gate -> deploy
         land_and_judge(3, "the inclusion moved and grew")
+        first_version = int(champion.metadata["champion version"].value)
         second = wait("the retrained champion to be deployed",
-                      lambda: _deployed_version(instance, at_least=2))
+                      lambda: _deployed_version(instance, after=first_version))
         _tell_gate(story, instance)
         story.say(f"deployed {second.metadata['bento'].value}")
 
@@ -108,11 +109,12 @@ def _batch_key(batch: str) -> str:
     return str(batch_partition(EXPERIMENT, batch))
 
 
-def _deployed_version(instance, at_least: int):
+def _deployed_version(instance, after: int):
+    """The newest deployment, once it serves a version registered after ``after``."""
     found = latest_materialization(instance, "deployed_bento", EXPERIMENT)
     if found is None:
         return None
-    return found if int(found.metadata["champion version"].value) >= at_least else None
+    return found if int(found.metadata["champion version"].value) > after else None
 
 
 def _tell_gate(story: Story, instance) -> None:

@@ -13,12 +13,13 @@ EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # MLflow: one experiment and one registered model per platform experiment.
 MLFLOW_EXPERIMENT_PREFIX = "heat-platform/"
-REGISTERED_MODEL_PREFIX = "heat-pinn-"
+REGISTERED_MODEL_PREFIX = "heat-model-"  # one registered model per experiment, of any kind
 
 # Aliases of a registered model: what is served, what a plain rollback returns to, the newest.
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 # Tags on model versions: the gate's rejection (its reasons), a promotion awaiting approval.
 REJECTED, PENDING = "rejected", "pending_approval"
+JUDGED = "gate_judged"  # the Dagster run whose gate judged the version (each is judged once)
 
 # Tags of Dagster runs: why a run was launched, and what a retraining run trains on.
 TRIGGER = "heat_platform/trigger"
@@ -27,6 +28,8 @@ SHA256 = "heat_platform/sha256"
 REGIME_START = "heat_platform/regime_start_seq"
 DRIFT_BATCH = "heat_platform/drift_batch"
 DRIFTED_FROM_CHAMPION = "heat_platform/drifted_from_champion"
+ESCALATION = "escalation"  # the TRIGGER of a run that trains a rejected PINN's experiment again
+ESCALATED_FROM = "heat_platform/escalated_from_profile"
 
 # Tags of MLflow runs (with tracking.run_tags): the lineage of every training-like run.
 RUN_TAG_PREFIX = "heat_platform."

@@ -60,6 +60,11 @@ class PlatformSettings(BaseSettings):
                                      "declarative automation.")
     pinn_profile: str = Field(default="fast", description="PINN profile of runs nobody "
                               "configured (sensors, automation): fast, accurate, quick, smoke.")
+    escalation: bool = Field(default=True, description="When the gate rejects a PINN for its "
+                             "fit, train it once more with the stronger profile (0: never).")
+    pinn_max_minutes: float | None = Field(default=None, description="Training budget of runs "
+                                           "nobody configured, in minutes; default: the "
+                                           "profile's.")
     require_approval: bool = Field(default=False, description="1: the gate's promotions wait "
                                    "for `heat-platform approve`.")
     retrain_cron: str | None = Field(default=None, description="Cron schedule of time-based "

@@ -12,7 +12,8 @@ from heat_platform.simulate import simulate_to_landing
 from heat_platform_tests.conftest import latest_materialization
 
 EXPERIMENT = "inclusion"
-ENV = {"HEAT_PLATFORM_PINN_PROFILE": "quick"}
+# (no escalation to a stronger profile: the story told here is the drift loop's)
+ENV = {"HEAT_PLATFORM_PINN_PROFILE": "quick", "HEAT_PLATFORM_ESCALATION": "0"}
 
 
 def deployed_version(instance):
@@ -38,7 +39,9 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
             return wait_for(daemon, probe, timeout_s=timeout_s, what=what)
 
         # baseline: ingest -> training set -> PINN -> gate -> champion v1 -> deployed bento
-        wait("the first deployment", lambda: deployed_version(instance) == "1")
+        # the training set's two candidates are versions 1 and 2 (the classical fit, the PINN)
+        first = wait("the first deployment", lambda: deployed_version(instance))
+        assert first in ("1", "2")
         ingest = [r for r in instance.get_runs() if r.job_name.startswith("ingest_")]
         assert sorted(r.job_name for r in ingest) == [
             "ingest_batch", "ingest_batch", "ingest_problem_spec"]
@@ -49,7 +52,9 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=3, shift="material")
         report = wait("the drift report", lambda: drift_of(instance, "b003-material"))
         assert report.metadata["drift"].value is True, report.metadata["reasons"].value
-        wait("the retrained champion", lambda: deployed_version(instance) == "2", timeout_s=400)
+        wait("the retrained champion", lambda: int(deployed_version(instance)) > 2,
+             timeout_s=400)
+        second = deployed_version(instance)
         # deployed_bento is the run's last step: its materialisation is stored just before the
         # run ends, so wait for the end before asking how it ended
         wait("the retrain run's end", lambda: all(r.is_finished for r in retrains(instance)),
@@ -65,7 +70,7 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=4, shift="material")
         report = wait("the benign drift report", lambda: drift_of(instance, "b004-material"))
         assert report.metadata["drift"].value is False, report.metadata["reasons"].value
-        assert report.metadata["champion version"].value == "2"
+        assert report.metadata["champion version"].value == second
         judged = time.time()
         wait("two sensor and automation ticks after the benign report", lambda: all(
             ticks_since(instance, name, judged) >= 2

@@ -29,6 +29,8 @@ class Lineage(BaseModel):
     experiment: str
     model_name: str
     model_version: str
+    model_kind: str = Field(description="pinn (a physics-informed network) or classical (the "
+                            "adjoint inversion's fields, interpolated)")
     data_version: str
     mlflow_run_id: str
     dagster_run_id: str
@@ -78,4 +80,5 @@ class KServeResponse(BaseModel):
     in_domain: list[bool]
     model_name: str
     model_version: str
+    model_kind: str
     data_version: str

@@ -210,6 +210,7 @@ class HeatService:
         return KServeResponse(predictions=u.tolist(), in_domain=in_domain.tolist(),
                               model_name=lineage["model_name"],
                               model_version=lineage["model_version"],
+                              model_kind=lineage["model_kind"],
                               data_version=lineage["data_version"])
 
     async def binary(self, body: bytes, content_type: str, experiment: str | None) -> Response:
@@ -409,6 +410,7 @@ def _lineage(model: Any) -> dict[str, Any]:
         "experiment": meta["experiment"],
         "model_name": meta["mlflow_model_name"],
         "model_version": str(meta["mlflow_model_version"]),
+        "model_kind": meta.get("kind", "pinn"),
         "data_version": meta["data_version"],
         "mlflow_run_id": meta["mlflow_run_id"],
         "dagster_run_id": meta.get("dagster_run_id", ""),

@@ -66,6 +66,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
         validation_fraction=config.validation_fraction, seed=config.seed, since_seq=since,
     )
     summary = built.summary()
+    for warning in built.warnings:
+        context.log.warning(warning)
     partitions = [{"batch": v.batch, "version": v.sha256[:12], "rows": v.n_valid}
                   for v in chosen.included]
     return dg.Output(
@@ -82,6 +84,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,
             "held-out sensors": summary["n_sensors_validation"],
             "scaling": dg.MetadataValue.json(built.scaling.to_dict()),
             "warnings": dg.MetadataValue.json(built.warnings),
+            "noise level": dg.MetadataValue.json(built.noise),
             "stored at": dg.MetadataValue.path(str(stored.directory)),
         },
         data_version=dg.DataVersion(stored.data_version),

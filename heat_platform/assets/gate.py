@@ -19,6 +19,8 @@ from heat_platform.data.ingest import StoredTrainingSet, current_spec
 from heat_platform.models.candidates import Champion, ModelCandidate
 from heat_platform.models.figures import markdown_image
 from heat_platform.models.gate import GateDecision, Thresholds
+from heat_platform.names import ESCALATION, TRIGGER
+from heat_platform.pinn.config import STRONGER
 from heat_platform.resources.alerts import AlertWebhook
 from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
@@ -57,7 +59,9 @@ def classical_inversion(context: dg.AssetExecutionContext, config: ClassicalConf
     return dg.Output(outcome.candidate, metadata={
         "mlflow run": dg.MetadataValue.url(outcome.run_url),
         "validation RMSE": scores.validation_rmse,
+        "registered model": f"{outcome.candidate.model_name} v{outcome.candidate.version}",
         "RMSE / noise": scores.rmse_to_noise,
+        "relative PDE residual (finite differences)": scores.residual_relative,
         "Tikhonov weight": outcome.weight,
         "chi2 per observation": outcome.chi2_per_observation,
         **({"relL2(a) vs truth": scores.rel_l2_a} if scores.rel_l2_a is not None else {}),
@@ -95,7 +99,8 @@ GateConfig = derived_config(
 def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_model: ModelCandidate,
                 classical_inversion: ModelCandidate, training_set: StoredTrainingSet,
                 storage: PlatformStorage, mlflow: MlflowTracking, alerts: AlertWebhook):
-    """The candidate, the champion and the classical inversion side by side, and the decision."""
+    """The PINN, the classical fit and the champion side by side, and the decision: the best
+    model of any kind that passes every threshold (heat_platform.models.gate)."""
     import tempfile
     from pathlib import Path
 
@@ -105,38 +110,72 @@ def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_mode
 
     experiment = pinn_model.experiment
     _, spec = current_spec(storage.catalog(), experiment)
-    registry = ModelRegistry(mlflow.store(), storage.catalog())
+    store = mlflow.store()
+    registry = ModelRegistry(store, storage.catalog())
+    # every version is judged once: a classical fit of the same training set judged before (the
+    # gate runs again for an escalated or re-trained PINN) stays as the gate left it
+    candidates = {c.version: c for c in (pinn_model, classical_inversion)
+                  if c is pinn_model or not registry.judged(experiment, c.version)}
     with tempfile.TemporaryDirectory() as workdir:
-        result = review(registry, pinn_model, classical_inversion, training_set, spec,
+        result = review(registry, list(candidates.values()), training_set, spec,
                         config.thresholds(), workdir=Path(workdir))
     decision = result.decision
     actor, run_id = "gate", context.run_id
-    if decision.decision == "reject":
+    for version, failures in decision.failed_versions().items():
+        registry.reject(experiment, version, actor=actor, reasons=failures, dagster_run_id=run_id)
+    if decision.decision == "reject" and decision.candidate_version not in \
+            decision.failed_versions():
         registry.reject(experiment, decision.candidate_version, actor=actor,
                         reasons=decision.reasons, dagster_run_id=run_id)
-        alerts.send(severity="warning", experiment=experiment,
-                    title=f"gate rejected {pinn_model.model_name} v{decision.candidate_version}",
-                    details={"reasons": decision.reasons, "scores": decision.scores},
-                    links={"mlflow run": mlflow.store().run_url(pinn_model.mlflow_experiment_id,
-                                                        pinn_model.run_id)})
     elif decision.decision == "pending":
         registry.mark_pending(experiment, decision.candidate_version, actor=actor,
                               reasons=decision.reasons, dagster_run_id=run_id)
-    client = mlflow.store().client()
-    client.log_text(pinn_model.run_id, result.report, "gate/report.md")
-    log_bytes(mlflow.store().mlflow(), result.figure_png, "gate/diffusivity.png", run_id=pinn_model.run_id)
-    client.log_dict(pinn_model.run_id, {"decision": decision.decision, "reasons": decision.reasons,
-                                        "scores": decision.scores}, "gate/decision.json")
-    client.set_tag(pinn_model.run_id, "heat_platform.gate", decision.decision)
-    context.log.info(f"gate: {decision.decision} v{decision.candidate_version}: "
-                     + "; ".join(decision.reasons))
+    for version in candidates:
+        registry.mark_judged(experiment, version, run_id)
+    winner = candidates.get(decision.candidate_version, pinn_model)
+    if decision.decision == "reject":
+        alerts.send(severity="error" if decision.stale_champion else "warning",
+                    experiment=experiment,
+                    title=(f"the served model of {experiment} is stale" if decision.stale_champion
+                           else f"gate rejected {pinn_model.model_name} "
+                                f"v{decision.candidate_version}"),
+                    details={"reasons": decision.reasons, "scores": decision.scores},
+                    links={"mlflow run": store.run_url(pinn_model.mlflow_experiment_id,
+                                                       pinn_model.run_id)})
+    client = store.client()
+    for candidate in candidates.values():  # the report travels with every candidate's run
+        client.log_text(candidate.run_id, result.report, "gate/report.md")
+        log_bytes(store.mlflow(), result.figure_png, "gate/diffusivity.png",
+                  run_id=candidate.run_id)
+        client.log_dict(candidate.run_id, {
+            "decision": decision.decision, "reasons": decision.reasons,
+            "winner": decision.candidate_version, "competed": decision.competed,
+            "scores": decision.scores}, "gate/decision.json")
+        client.set_tag(candidate.run_id, "heat_platform.gate",
+                       decision.decision if candidate is winner else "not chosen")
+    context.log.info(f"gate: {decision.decision} v{decision.candidate_version} "
+                     f"({decision.candidate_kind}): " + "; ".join(decision.reasons))
     yield dg.Output(decision, metadata={
         "decision": decision.decision,
-        "candidate": f"{pinn_model.model_name} v{decision.candidate_version}",
+        "candidate": f"{winner.model_name} v{decision.candidate_version}",
+        "model kind": decision.candidate_kind,
+        "competed": ", ".join(f"{c['label']} v{c['version']}" for c in decision.competed),
         "champion": f"v{decision.champion_version}" if decision.champion_version else "none",
+        "stale champion": decision.stale_champion,
+        "scores": dg.MetadataValue.json({c["label"]: {"kind": c["kind"], "version": c["version"],
+                                                      "passes": not c["failures"],
+                                                      **decision.scores[c["label"]]}
+                                         for c in decision.competed}),
+        # the PINN failed on its fit: train it once more with the stronger profile (not again
+        # after an escalation); assets.training.escalation_sensor launches that run
+        "escalate": (decision.escalate and pinn_model.profile in STRONGER
+                     and context.run_tags.get(TRIGGER) != ESCALATION
+                     and PlatformSettings.load().escalation),
+        "data_version": training_set.data_version,
+        "pinn profile": pinn_model.profile,
         "report": dg.MetadataValue.md(result.report),
-        "mlflow run": dg.MetadataValue.url(mlflow.store().run_url(pinn_model.mlflow_experiment_id,
-                                                          pinn_model.run_id)),
+        "mlflow run": dg.MetadataValue.url(store.run_url(winner.mlflow_experiment_id,
+                                                         winner.run_id)),
     })
     yield dg.AssetCheckResult(check_name=PROMOTED, passed=decision.promoted,
                               description="; ".join(decision.reasons),

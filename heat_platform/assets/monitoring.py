@@ -98,7 +98,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig,
     html = storage.report_dir("drift", experiment) / f"{batch}-{version.sha256[:12]}.html"
     report = batch_drift(reference.train, reference.validation,
                          pl.read_parquet(version.validated_path), spec, champion.artifact,
-                         config.thresholds(), html=html)
+                         config.thresholds(), html=html,
+                         reference_noise=(reference.noise or {}).get("sigma_rms"))
     if report.drift:
         context.log.warning(f"drift in {experiment}/{batch}: {'; '.join(report.reasons)}")
         alerts.send(severity="warning", title=f"drift in {experiment} batch {batch}",

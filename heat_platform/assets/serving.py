@@ -33,8 +33,7 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
               for name in storage.catalog().experiments() if name != champion_model.experiment]
     models = [served_model(c) for c in [champion_model, *others] if c is not None]
     try:
-        deployment = deploy(storage.paths, models, check=models[0],
-                            mlflow=mlflow.store().mlflow())
+        deployment = deploy(storage.paths, models, check=models[0], registry=registry)
     except SmokeTestFailed as error:
         raise dg.Failure(description=f"the new bento was not published: {error}",
                          allow_retries=False) from error
@@ -49,7 +48,7 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
         metadata={
             "bento": deployment.bento,
             "serves": dg.MetadataValue.md("\n".join(
-                f"- {m.experiment}: {m.mlflow_model_name} v{m.mlflow_model_version}"
+                f"- {m.experiment}: {m.mlflow_model_name} v{m.mlflow_model_version} ({m.kind})"
                 for m in models)),
             "champion version": champion_model.version,
             "endpoint": deployment.served_url or "start it with `heat-platform serve` "

@@ -18,7 +18,8 @@ from heat_platform.assets.partitions import experiments
 from heat_platform.data.ingest import StoredTrainingSet, current_spec
 from heat_platform.models.candidates import ModelCandidate
 from heat_platform.models.figures import markdown_image
-from heat_platform.pinn.config import PROFILES, PINNConfig
+from heat_platform.names import ESCALATED_FROM, ESCALATION, TRIGGER
+from heat_platform.pinn.config import PROFILES, STRONGER, PINNConfig
 from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 from heat_platform.settings import PlatformSettings
@@ -48,6 +49,8 @@ class _Profile(dg.Config):
         """The profile with every field given in the run config applied."""
         overrides = {name: getattr(self, name) for name in self.model_fields_set
                      if name != "profile" and getattr(self, name) is not None}
+        if "max_minutes" not in overrides and SETTINGS.pinn_max_minutes is not None:
+            overrides["max_minutes"] = SETTINGS.pinn_max_minutes
         return PINNConfig.profile(self.profile, **overrides)
 
 
@@ -97,7 +100,7 @@ def pinn_model(context: dg.AssetExecutionContext, config: PINNTrainingConfig,
             mlflow.store(), training_set, spec, pinn_config,
             models_dir=storage.paths.store / "models",
             checkpoint_dir=storage.paths.store / "checkpoints" / training_set.experiment,
-            dagster_run_id=context.run_id, progress=progress,
+            dagster_run_id=context.run_id, profile=config.profile, progress=progress,
         )
     except TrainingDiverged as error:
         raise dg.Failure(description=f"training diverged, no model registered: {error}",
@@ -128,3 +131,39 @@ def pinn_model(context: dg.AssetExecutionContext, config: PINNTrainingConfig,
         },
         data_version=dg.DataVersion(candidate.run_id),
     )
+
+
+escalate_job = dg.define_asset_job(
+    "escalate",
+    selection=dg.AssetSelection.assets("pinn_model", "gate_report", "champion_model",
+                                       "deployed_bento"),
+    partitions_def=experiments,
+    description="Train an experiment's PINN again with the stronger profile after the gate "
+    "rejected it for its fit, and take it through the gate (escalation_sensor launches it).",
+)
+
+
+@dg.sensor(job=escalate_job, minimum_interval_seconds=SETTINGS.sensor_interval,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def escalation_sensor(context: dg.SensorEvaluationContext):
+    """When the gate rejects a PINN for its fit (held-out RMSE or PDE residual), train it once
+    more with the stronger profile (heat_platform.pinn.config.STRONGER) before giving up: one
+    run per training set (run key ``escalate:<experiment>:<data version>``). Both attempts stay
+    in MLflow, and the second gate report judges the new PINN against whatever is champion."""
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("gate_report"), after_storage_id=after),
+        limit=100, ascending=True).records
+    requests = []
+    for record in records:
+        metadata = record.asset_materialization.metadata
+        if not (metadata.get("escalate") and metadata["escalate"].value):
+            continue
+        profile = metadata["pinn profile"].value
+        requests.append(dg.RunRequest(
+            run_key=f"escalate:{record.partition_key}:{metadata['data_version'].value}",
+            partition_key=record.partition_key,
+            run_config={"ops": {"pinn_model": {"config": {"profile": STRONGER[profile]}}}},
+            tags={TRIGGER: ESCALATION, ESCALATED_FROM: profile}))
+    cursor = str(records[-1].storage_id) if records else context.cursor
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

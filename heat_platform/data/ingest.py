@@ -219,7 +219,7 @@ def assemble_training_set(catalog: Catalog, root: Path, experiment: str, spec: P
         raise LookupError(f"experiment {experiment!r} has no validated batch to train on ({reasons})")
     training_set = build_training_set(
         [BatchInput(v.batch, v.sha256, pl.read_parquet(v.validated_path)) for v in included],
-        spec, validation_fraction=validation_fraction, seed=seed,
+        spec, validation_fraction=validation_fraction, seed=seed, noise_sigma=spec.noise_sigma,
     )
     directory = root / experiment / training_set.data_version
     if not (directory / "manifest.json").exists():

@@ -34,6 +34,7 @@ import polars as pl
 
 from heat_platform.data.validation import VALID_SCHEMA, domain_bounds
 from heat_platform.files import atomic_path, atomic_write, file_digest
+from heat_platform.heat.noise import noise_level
 from heat_platform.heat.scaling import Scaling
 
 SPLIT_METHOD = "held-out-sensors/blake2b-v1"
@@ -73,6 +74,7 @@ class TrainingSet:
     params: dict[str, Any]
     held_out_sensors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    noise: dict[str, Any] | None = None  # NoiseLevel.as_dict(): the rule's decision
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (run metadata, manifest)."""
@@ -85,6 +87,7 @@ class TrainingSet:
             "partitions": self.partitions,
             "params": self.params,
             "warnings": self.warnings,
+            "noise": self.noise,
         }
 
 
@@ -94,7 +97,11 @@ def build_training_set(
     *,
     validation_fraction: float = 0.2,
     seed: int = 0,
+    noise_sigma: float | None = None,
 ) -> TrainingSet:
+    """The union of validated batches, every reading's noise level decided by the platform's
+    one rule (:func:`heat_platform.heat.noise.noise_level`, ``noise_sigma`` being the
+    problem.yaml's) and written into its ``sigma``, split by held-out sensors and scaled."""
     if not batches:
         raise ValueError("no validated batches to build a training set from")
     if not 0.0 <= validation_fraction < 1.0:
@@ -115,9 +122,17 @@ def build_training_set(
     ).sort("batch", "row")
     _check_inside(union, bounds)
     union = _with_sensor(union)
+    noise = noise_level(
+        *(union.get_column(c).to_numpy() for c in ("x", "y", "t", "u")),
+        union.get_column("sigma").fill_null(float("nan")).to_numpy(),
+        sensor=(union.get_column("batch") + "/" + union.get_column("sensor")).to_numpy(),
+        spec_sigma=noise_sigma, bounds=bounds)
+    union = union.with_columns(pl.Series("sigma", noise.sigma, dtype=pl.Float64))
 
     hashes = _sensor_hashes(union.get_column("sensor").unique().sort().to_list(), seed)
     held, warnings = _held_out(hashes, validation_fraction)
+    if noise.warning:
+        warnings.append(noise.warning)
     is_held = pl.col("sensor").is_in(pl.Series(sorted(held), dtype=pl.String).implode())
     train = union.filter(~is_held)
     validation = union.filter(is_held)
@@ -138,6 +153,7 @@ def build_training_set(
         "seed": seed,
         "split": SPLIT_METHOD,
         "bounds": {axis: list(bounds[axis]) for axis in ("x", "y", "t")},
+        "noise_sigma_declared": noise_sigma,
     }
     partitions = _partitions(batches, train, validation)
     return TrainingSet(
@@ -149,6 +165,7 @@ def build_training_set(
         params=params,
         held_out_sensors=sorted(held),
         warnings=warnings,
+        noise=noise.as_dict(),
     )
 
 
@@ -208,6 +225,7 @@ def load_training_set(directory: str | os.PathLike[str]) -> TrainingSet:
         params=manifest["params"],
         held_out_sensors=manifest["held_out_sensors"],
         warnings=manifest["warnings"],
+        noise=manifest.get("noise"),
     )
 
 

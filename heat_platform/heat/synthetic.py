@@ -14,13 +14,15 @@ deterministic for a given seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from heat_platform.heat.formula import parse_formula
 from heat_platform.heat.solver import Grid, solve_heat
-from heat_platform.heat.spec import ProblemSpec, load_spec
+from heat_platform.heat.spec import ProblemSpec, spec_from_yaml
 
 DATA = Path(__file__).parent / "data"
 PINNACLE_POINTS = DATA / "pinnacle_heatinv" / "heatinv_points.dat"
@@ -39,7 +41,10 @@ class Shift:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A problem.yaml and what only the simulator knows about the world behind it."""
+
     name: str
+    spec_text: str  # the problem.yaml as the platform receives it
     layout: str  # default sensor layout
     sensors: tuple[int, int]  # grid shape (nx, ny), or (n, 1) for random layouts
     n_times: int
@@ -47,21 +52,49 @@ class Scenario:
     boundary_temperature: str
     initial_temperature: str
     shifts: dict[str, Shift] = field(default_factory=dict)
+    noise: float | None = None  # the readings' real noise std (default: the spec's noise_sigma)
+    sigma_column: bool = True  # whether batches carry a sigma column
+    suite: bool = False  # one of the scenario suite's experiments (bench/scenarios.py)
 
-    @property
+    @cached_property
     def spec(self) -> ProblemSpec:
-        return load_spec(DATA / "scenarios" / f"{self.name}.yaml")
+        return spec_from_yaml(self.spec_text)
 
-    @property
-    def spec_path(self) -> Path:
-        return DATA / "scenarios" / f"{self.name}.yaml"
+    @classmethod
+    def from_file(cls, path: Path, *, suite: bool = False) -> Scenario:
+        """A scenario file: ``problem:`` (the problem.yaml) and ``simulation:`` (layout,
+        sensors, n_times, boundary_temperature, initial_temperature, noise, sigma_column,
+        shifts: {name: {description, diffusivity, biased_fraction, bias}})."""
+        document = yaml.safe_load(path.read_text())
+        header = "".join(line for line in path.read_text().splitlines(keepends=True)
+                         if line.startswith("#"))
+        problem, simulation = document["problem"], document["simulation"]
+        return cls(
+            name=problem["name"],
+            spec_text=header + yaml.safe_dump(problem, sort_keys=False),
+            layout=simulation["layout"],
+            sensors=tuple(simulation["sensors"]),
+            n_times=int(simulation["n_times"]),
+            boundary_temperature=str(simulation["boundary_temperature"]),
+            initial_temperature=str(simulation["initial_temperature"]),
+            shifts={name: Shift(**shift) for name, shift in simulation.get("shifts", {}).items()},
+            noise=simulation.get("noise"),
+            sigma_column=bool(simulation.get("sigma_column", True)),
+            suite=suite,
+        )
+
+
+def _builtin(name: str, **simulation) -> Scenario:
+    """A built-in scenario whose problem.yaml ships as its own file (comments kept)."""
+    return Scenario(name=name, spec_text=(DATA / "scenarios" / f"{name}.yaml").read_text(),
+                    **simulation)
 
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
-        Scenario(
-            name="pinnacle-heatinv",
+        _builtin(
+            "pinnacle-heatinv",
             layout="pinnacle",
             sensors=(50, 50),
             n_times=1,
@@ -74,8 +107,8 @@ SCENARIOS: dict[str, Scenario] = {
                                         biased_fraction=0.25, bias=0.3),
             },
         ),
-        Scenario(
-            name="inclusion",
+        _builtin(
+            "inclusion",
             layout="grid",
             sensors=(16, 8),
             n_times=25,
@@ -89,6 +122,8 @@ SCENARIOS: dict[str, Scenario] = {
                                         biased_fraction=0.25, bias=0.05),
             },
         ),
+        *(Scenario.from_file(path, suite=True)
+          for path in sorted((DATA / "scenarios" / "suite").glob("*.yaml"))),
     )
 }
 
@@ -104,10 +139,12 @@ class Batch:
     sensor_id: np.ndarray
     sigma: np.ndarray
     u_clean: np.ndarray  # before noise and bias: for tests and scoring, not written out
+    sigma_column: bool = True  # whether the written batch tells its noise level
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, "y": self.y, "t": self.t, "u": self.u,
-                "sensor_id": self.sensor_id, "sigma": self.sigma}
+        columns = {"x": self.x, "y": self.y, "t": self.t, "u": self.u,
+                   "sensor_id": self.sensor_id}
+        return columns | ({"sigma": self.sigma} if self.sigma_column else {})
 
 
 def pinnacle_points() -> np.ndarray:
@@ -151,7 +188,9 @@ def simulate_batch(
     """Simulate one batch. Same arguments and seed, same batch, bit for bit."""
     spec = scenario.spec
     layout = layout or scenario.layout
-    sigma = spec.noise_sigma if noise_sigma is None else noise_sigma
+    if noise_sigma is None:
+        noise_sigma = scenario.noise if scenario.noise is not None else spec.noise_sigma
+    sigma = noise_sigma
     if sigma is None or sigma < 0:
         raise ValueError("the noise level must be given and non-negative")
     change = _shift(scenario, shift)
@@ -177,7 +216,7 @@ def simulate_batch(
         biased = rng.choice(ids, size=round(change.biased_fraction * len(ids)), replace=False)
         u = u + change.bias * np.isin(sensor_id, biased)
     return Batch(x=x, y=y, t=t, u=u, sensor_id=sensor_id, sigma=np.full_like(u, sigma),
-                 u_clean=u_clean)
+                 u_clean=u_clean, sigma_column=scenario.sigma_column)
 
 
 def true_diffusivity(scenario: Scenario, shift: str | None = None):

@@ -12,14 +12,15 @@ class ModelCandidate:
 
     experiment: str
     kind: str  # "pinn" or "classical"
-    model_name: str  # registered model (pinn) or "" (classical runs are not registered)
+    model_name: str  # the experiment's registered model
     version: str
     run_id: str
     mlflow_experiment_id: str
     data_version: str
-    artifact: Path  # TorchScript (pinn) or .npz of the fitted fields (classical)
+    artifact: Path  # the TorchScript serving artifact (either kind)
     metrics: dict[str, float] = field(default_factory=dict)
     dagster_run_id: str = ""
+    profile: str = ""  # the PINN profile it was trained with (pinn only)
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,4 @@ class Champion:
     training_dagster_run_id: str
     artifact: Path
     domain: dict[str, list[float]]
+    kind: str = "pinn"  # "pinn" or "classical"

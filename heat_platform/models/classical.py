@@ -1,8 +1,10 @@
-"""The honest baseline: the same inverse problem solved classically, tracked like the PINN.
+"""The honest baseline, and a servable model: the inverse problem solved classically.
 
 Finite-volume forward model, exact discrete adjoint, Tikhonov smoothing with the weight from the
-discrepancy principle, L-BFGS-B with bounds (:mod:`heat_platform.heat.inversion`). The fitted
-fields are stored as an ``.npz`` next to the PINN models and logged to their own MLflow run.
+discrepancy principle, L-BFGS-B with bounds (:mod:`heat_platform.heat.inversion`). The fit is
+exported as a TorchScript model with the PINN's interface
+(:mod:`heat_platform.models.classical_module`), tracked in its own MLflow run and registered as a
+version of the experiment's model like a PINN, so the gate can promote it and the Bento serve it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models import figures, tracking
 from heat_platform.models.candidates import ModelCandidate
 from heat_platform.models.mlflow_store import MlflowStore
-from heat_platform.models.scoring import Predict, Readings, Scores, score
+from heat_platform.models.scoring import (
+    Readings,
+    Scores,
+    load_model,
+    score_torchscript,
+    torchscript_predict,
+)
+from heat_platform.names import registered_model_name
 
 
 @dataclass(frozen=True)
@@ -34,9 +43,13 @@ class ClassicalOutcome:
 def fit_classical(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: ProblemSpec, *,
                   penalty: str, nx: int, ny: int, n_steps: int, models_dir: Path,
                   dagster_run_id: str, threads: int = 1) -> ClassicalOutcome:
+    """Invert the training set classically, export the fit as a servable TorchScript model,
+    score it on the held-out sensors like any candidate and register it as a version of the
+    experiment's model (tag ``kind=classical``)."""
     from threadpoolctl import threadpool_limits
 
     from heat_platform.heat.inversion import invert_spec
+    from heat_platform.models.classical_module import export_classical
 
     training_set = stored.load()
     train = Readings.from_frame(training_set.train, spec)
@@ -58,49 +71,31 @@ def fit_classical(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: 
                 callback=lambda i, m: mlflow.log_metrics(
                     {f"classical.{k}": float(v) for k, v in m.items()}, step=i),
             )
-        artifact = models_dir / stored.experiment / run.info.run_id / "classical.npz"
-        save_fields(result, artifact)
-        predict = load_predict(artifact)
-        scores = score(predict, spec, validation, residual=None)
+        artifact = export_classical(
+            result, models_dir / stored.experiment / run.info.run_id / "model.pt",
+            {"spec_name": spec.name, "domain": {k: list(v) for k, v in spec.domain.bounds().items()},
+             "grid": [nx, ny, n_steps], "penalty": penalty, "weight": float(result.weight),
+             "data_version": stored.data_version})
+        scores = score_torchscript(artifact, spec, validation)
         mlflow.log_metrics({f"score.{k}": v for k, v in scores.metrics().items()}
                            | {"weight": result.weight, "wall_time_s": result.wall_time,
                               "chi2_per_observation": result.chi2_per_observation})
+        predict = torchscript_predict(load_model(artifact)[0])
         maps = {"classical": lambda x, y: predict(x, y, np.zeros_like(x))[1]}
         if spec.diffusivity_truth is not None:
             maps["truth (synthetic)"] = lambda x, y: spec.diffusivity_truth(x=x, y=y)
         png = figures.png_bytes(figures.diffusivity_maps(maps, spec.domain.bounds(),
                                                          f"{stored.experiment}: classical a(x, y)"))
         tracking.log_bytes(mlflow, png, "figures/diffusivity.png")
-        mlflow.log_artifact(str(artifact), artifact_path="model")
+        name = registered_model_name(stored.experiment)
+        version = tracking.register_model(mlflow, artifact, name, kind="classical", tags={
+            "data_version": stored.data_version, "experiment": stored.experiment,
+            "dagster_run_id": dagster_run_id})
         experiment_id = run.info.experiment_id
     candidate = ModelCandidate(
-        experiment=stored.experiment, kind="classical", model_name="", version="",
+        experiment=stored.experiment, kind="classical", model_name=name, version=version,
         run_id=run.info.run_id, mlflow_experiment_id=experiment_id,
         data_version=stored.data_version, artifact=artifact, metrics=scores.metrics(),
         dagster_run_id=dagster_run_id)
     return ClassicalOutcome(candidate, scores, png, result.weight, result.chi2_per_observation,
                             result.wall_time, tracking_store.run_url(experiment_id, run.info.run_id))
-
-
-def save_fields(result, path: Path) -> Path:
-    grid = result.grid
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, x=np.array(grid.x), y=np.array(grid.y), nx=grid.nx, ny=grid.ny,
-                        a_nodes=result.a_nodes, times=result.solution.times, u=result.solution.u)
-    return path
-
-
-def load_predict(path: Path) -> Predict:
-    """``predict(x, y, t) -> (u, a)`` of a stored classical fit (bilinear a, trilinear u)."""
-    from heat_platform.heat.solver import ForwardSolution, Grid, bilinear
-
-    with np.load(path) as saved:
-        grid = Grid(x=tuple(saved["x"]), y=tuple(saved["y"]), nx=int(saved["nx"]), ny=int(saved["ny"]))
-        solution = ForwardSolution(grid, saved["times"], saved["u"])
-        a_nodes = saved["a_nodes"]
-
-    def predict(x, y, t):
-        x, y, t = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (x, y, t)))
-        return solution.at(x, y, t), bilinear(grid, a_nodes, x, y)
-
-    return predict

@@ -1,9 +1,28 @@
-"""The gate: only physically consistent models that beat the current champion reach users.
+"""The gate: the best physically consistent model of any kind reaches users, never a worse one.
 
-A candidate is promoted when every threshold holds, it does not regress on physics against
-the champion, and it improves the validation RMSE by more than a margin (or there is no
-champion). Every number comes from :mod:`.scoring` on the same held-out sensors and the same
-fresh collocation set for the candidate, the champion and the classical inversion.
+Every training run brings candidates of two kinds, a PINN and the classical inversion of the
+same training set; the current champion (of either kind) is scored again on the same held-out
+sensors and collocation points, so on the data that is current now (after a drift episode: the
+new regime). Then:
+
+1. **Thresholds.** A model *passes* when its a(x, y) is finite and physical, its held-out RMSE is
+   at most ``max_rmse_to_noise`` noise levels, its relative PDE residual at most
+   ``max_residual_relative`` (a PINN's; a classical fit solves its own discretisation by
+   construction) and the known boundary diffusivity holds. A held-out RMSE far below
+   the noise (``min_rmse_to_noise``) is flagged: the declared noise level is then larger than the
+   readings' real noise, and a fit that trusts it over-smooths u and a.
+2. **Between the kinds.** Of two passing candidates the classical fit is kept unless the PINN is
+   better on held-out RMSE by more than ``min_improvement``, or within that margin and better
+   on a: on relL2(a) where a true diffusivity is known (synthetic experiments), else on the PDE
+   residual.
+3. **Against the champion.** A champion that fails the thresholds on the current data is
+   *stale*: it stops being the reference and the best passing candidate is promoted. A passing
+   champion is replaced only by a candidate better on held-out RMSE by more than
+   ``min_improvement`` that does not regress on physics. When nothing passes and the champion
+   is stale, the decision says the served model is stale.
+
+Every number comes from :mod:`.scoring`; the decision records which kinds competed and why the
+winner won.
 """
 
 from __future__ import annotations
@@ -26,14 +45,18 @@ class Thresholds:
 
     max_rmse_to_noise: float = 2.0
     """Validation RMSE at most this many noise levels."""
+    min_rmse_to_noise: float = 0.7
+    """A validation RMSE below this many noise levels is flagged: the declared noise level is
+    larger than the real noise, and fits that trust it over-smooth u and a."""
     max_residual_relative: float = 0.2
-    """RMS PDE residual / RMS source, at most."""
+    """RMS PDE residual over the RMS size of the terms it balances, at most."""
     max_boundary_violation: float = 0.01
     """Relative deviation from the known boundary diffusivity, at most."""
     diffusivity_range: tuple[float, float] = (1e-6, 1e6)
     """Physical range of a, unless the spec gives one."""
     min_improvement: float = 0.02
-    """Relative validation-RMSE gain over the champion needed to replace it."""
+    """Relative validation-RMSE gain needed to replace a champion (and for a PINN to replace a
+    classical fit on data alone)."""
     physics_tolerance: float = 0.25
     """Allowed relative growth of the PDE residual against the champion..."""
     physics_slack: float = 0.005
@@ -43,75 +66,181 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Contender:
+    """A model the gate judges: a new candidate or the current champion, with its scores."""
+
+    label: str  # how the report names it: "PINN", "classical", "champion"
+    kind: str  # "pinn" or "classical"
+    version: str
+    scores: Scores
+
+
+@dataclass(frozen=True)
 class GateDecision:
     experiment: str
-    candidate_version: str
+    candidate_version: str  # the promoted (or pending) version; else the PINN that was judged
     champion_version: str | None
     decision: str  # promote | reject | pending
     reasons: list[str]
     scores: dict[str, dict[str, float | bool | None]] = field(default_factory=dict)
+    candidate_kind: str = "pinn"
+    # every contender: label, kind, version, passed, failures, warnings
+    competed: list[dict] = field(default_factory=list)
+    stale_champion: bool = False  # the champion fails the thresholds on the current data
+    escalate: bool = False  # the PINN failed on its fit: a stronger profile may do better
 
     @property
     def promoted(self) -> bool:
         return self.decision == PROMOTE
 
+    def failed_versions(self) -> dict[str, list[str]]:
+        """The new versions that failed a threshold, with their failures (to tag as rejected)."""
+        return {c["version"]: c["failures"] for c in self.competed
+                if c["label"] != "champion" and c["failures"]}
 
-def decide(experiment: str, candidate_version: str, candidate: Scores,
-           champion_version: str | None, champion: Scores | None, spec: ProblemSpec,
-           thresholds: Thresholds, classical: Scores | None = None) -> GateDecision:
+
+def threshold_failures(scores: Scores, spec: ProblemSpec, thresholds: Thresholds,
+                       kind: str = "pinn") -> list[str]:
+    """What keeps a model from passing (empty: it passes). A classical fit solves its own
+    discretisation by construction: its residual (finite differences between its nodes) is
+    reported and breaks ties, but is no threshold."""
     failures: list[str] = []
     lo, hi = spec.diffusivity_range or thresholds.diffusivity_range
-    if not candidate.a_finite:
+    if not scores.a_finite:
         failures.append("a(x, y) is not finite everywhere")
-    if candidate.a_min < lo or candidate.a_max > hi:
-        failures.append(f"a(x, y) spans [{candidate.a_min:.3g}, {candidate.a_max:.3g}], "
+    if scores.a_min < lo or scores.a_max > hi:
+        failures.append(f"a(x, y) spans [{scores.a_min:.3g}, {scores.a_max:.3g}], "
                         f"outside the physical range [{lo:g}, {hi:g}]")
-    if not candidate.rmse_to_noise <= thresholds.max_rmse_to_noise:
-        failures.append(f"validation RMSE is {candidate.rmse_to_noise:.2f} x the noise level "
+    if not scores.rmse_to_noise <= thresholds.max_rmse_to_noise:
+        failures.append(f"validation RMSE is {scores.rmse_to_noise:.2f} x the noise level "
                         f"(max {thresholds.max_rmse_to_noise:g})")
-    if not candidate.residual_relative <= thresholds.max_residual_relative:
-        failures.append(f"relative PDE residual {candidate.residual_relative:.3g} "
+    if kind != "classical" and scores.residual_relative is not None \
+            and not scores.residual_relative <= thresholds.max_residual_relative:
+        failures.append(f"relative PDE residual {scores.residual_relative:.3g} "
                         f"(max {thresholds.max_residual_relative:g})")
-    if not candidate.boundary_violation <= thresholds.max_boundary_violation:
-        failures.append(f"boundary diffusivity violated by {candidate.boundary_violation:.3g} "
+    if not scores.boundary_violation <= thresholds.max_boundary_violation:
+        failures.append(f"boundary diffusivity violated by {scores.boundary_violation:.3g} "
                         f"(max {thresholds.max_boundary_violation:g})")
+    return failures
 
-    passes: list[str] = []
+
+def flags(scores: Scores, thresholds: Thresholds) -> list[str]:
+    """What a passing model should not hide."""
+    if scores.rmse_to_noise < thresholds.min_rmse_to_noise:
+        return [f"validation RMSE is only {scores.rmse_to_noise:.2f} x the noise level: the "
+                "declared noise level looks larger than the readings' real noise (fits that "
+                "trust it over-smooth u and a); declare the real sigma"]
+    return []
+
+
+def decide(experiment: str, candidates: list[Contender], champion: Contender | None,
+           spec: ProblemSpec, thresholds: Thresholds) -> GateDecision:
+    """The gate's decision (module docstring) between ``candidates`` and the ``champion``."""
+    everyone = [*candidates, *([champion] if champion else [])]
+    competed = [{"label": c.label, "kind": c.kind, "version": c.version,
+                 "failures": threshold_failures(c.scores, spec, thresholds, c.kind),
+                 "warnings": flags(c.scores, thresholds)} for c in everyone]
+    failures_of = {c["label"]: c["failures"] for c in competed}
+    scores = {c.label: c.scores.as_dict() for c in everyone}
+    stale = champion is not None and bool(failures_of["champion"])
+
+    reasons: list[str] = []
+    incumbent = champion if champion is not None and not stale else None
+    if stale:
+        reasons.append(f"champion v{champion.version} fails on the current data and is no "
+                       f"longer the reference: {'; '.join(failures_of['champion'])}")
+    # the classical fit challenges first, then the PINN challenges whoever holds
+    for challenger in sorted(candidates, key=lambda c: c.kind != "classical"):
+        if failures_of[challenger.label]:
+            continue
+        if incumbent is None:
+            incumbent = challenger
+            continue
+        wins, why = _challenge(incumbent, challenger, thresholds)
+        reasons.append(why)
+        if wins:
+            incumbent = challenger
+
+    pinn = next((c for c in candidates if c.kind == "pinn"), candidates[0])
+    escalate = any("noise level" in f or "residual" in f for f in failures_of[pinn.label])
+    if incumbent is None or incumbent is champion:
+        if incumbent is None:
+            reasons = _why_none_passed(candidates, failures_of) + reasons[:1]
+            if stale:
+                reasons.append(f"the served model v{champion.version} is stale: it fails on "
+                               "the current data and no candidate passes")
+        return GateDecision(experiment, pinn.version, champion.version if champion else None,
+                            REJECT, reasons, scores, pinn.kind, competed, stale, escalate)
+    reasons.insert(0, "every threshold holds")
     if champion is None:
-        passes.append("no champion yet")
-    else:
-        allowed = (champion.residual_relative * (1 + thresholds.physics_tolerance)
-                   + thresholds.physics_slack)
-        if candidate.residual_relative > allowed:
-            failures.append(f"physics regression: relative residual {candidate.residual_relative:.3g}"
-                            f" vs champion v{champion_version}'s {champion.residual_relative:.3g}")
-        if candidate.boundary_violation > champion.boundary_violation + thresholds.physics_slack:
-            failures.append(f"physics regression: boundary violation {candidate.boundary_violation:.3g}"
-                            f" vs champion's {champion.boundary_violation:.3g}")
-        gain = 1 - candidate.validation_rmse / champion.validation_rmse \
-            if champion.validation_rmse > 0 else -math.inf
-        if gain <= thresholds.min_improvement:
-            failures.append(f"improvement over champion v{champion_version} is {gain:+.1%} of "
-                            f"validation RMSE (needs more than {thresholds.min_improvement:.0%})")
-        else:
-            passes.append(f"validation RMSE {gain:.1%} better than champion v{champion_version}")
+        reasons.append("no champion yet")
+    decision = PENDING if thresholds.require_approval else PROMOTE
+    if decision == PENDING:
+        reasons.append("waiting for approval (require_approval)")
+    return GateDecision(experiment, incumbent.version, champion.version if champion else None,
+                        decision, reasons, scores, incumbent.kind, competed, stale, escalate)
 
-    if failures:
-        decision, reasons = REJECT, failures
-    else:
-        reasons = ["every threshold holds", *passes]
-        decision = PENDING if thresholds.require_approval else PROMOTE
-        if decision == PENDING:
-            reasons.append("waiting for approval (require_approval)")
-    scores = {"candidate": candidate.as_dict()}
-    if champion is not None:
-        scores["champion"] = champion.as_dict()
-    if classical is not None:
-        scores["classical"] = classical.as_dict()
-    return GateDecision(experiment, candidate_version, champion_version, decision, reasons, scores)
+
+def _challenge(incumbent: Contender, challenger: Contender,
+               thresholds: Thresholds) -> tuple[bool, str]:
+    """Does ``challenger`` (passing) replace ``incumbent`` (passing), and why."""
+    new, old = challenger.scores, incumbent.scores
+    who = f"{challenger.label} v{challenger.version}"
+    against = f"{incumbent.label} v{incumbent.version}"
+    gain = 1 - new.validation_rmse / old.validation_rmse if old.validation_rmse > 0 \
+        else -math.inf
+    margin = thresholds.min_improvement
+    if challenger.kind == "pinn" and incumbent.kind == "classical" and abs(gain) <= margin:
+        # within the margin on data, the better a wins (rule 2)
+        within = f"{who}'s validation RMSE is within {margin:.0%} of {against}'s ({gain:+.1%})"
+        if new.rel_l2_a is not None and old.rel_l2_a is not None:
+            wins = new.rel_l2_a < old.rel_l2_a
+            return wins, (f"{within}; relL2(a) {new.rel_l2_a:.3g} against {old.rel_l2_a:.3g}: "
+                          f"{who if wins else against} has the better a")
+        wins = (new.residual_relative or math.inf) < (old.residual_relative or math.inf)
+        return wins, (f"{within}; PDE residual {new.residual_relative:.3g} against "
+                      f"{old.residual_relative:.3g}: {who if wins else against} satisfies the "
+                      "physics better")
+    if gain <= margin:
+        if incumbent.label == "champion":
+            return False, (f"improvement over champion v{incumbent.version} is {gain:+.1%} of "
+                           f"validation RMSE (needs more than {margin:.0%})")
+        return False, (f"{against} stays: {who}'s validation RMSE is {gain:+.1%} against it "
+                       f"(needs more than {margin:.0%})")
+    regression = _physics_regression(new, old, incumbent, thresholds,
+                                     same_kind=challenger.kind == incumbent.kind)
+    if regression:
+        return False, regression
+    if incumbent.label == "champion":
+        return True, f"validation RMSE {gain:.1%} better than champion v{incumbent.version}"
+    return True, f"{who}'s validation RMSE is {gain:.1%} better than {against}'s"
+
+
+def _physics_regression(new: Scores, old: Scores, incumbent: Contender, thresholds: Thresholds,
+                        same_kind: bool) -> str | None:
+    # residuals are compared within a kind: a PINN's (automatic differentiation) and a
+    # classical fit's (finite differences between its nodes) measure different things
+    if same_kind and new.residual_relative is not None and old.residual_relative is not None:
+        allowed = old.residual_relative * (1 + thresholds.physics_tolerance) \
+            + thresholds.physics_slack
+        if new.residual_relative > allowed:
+            return (f"physics regression: relative residual {new.residual_relative:.3g} vs "
+                    f"{incumbent.label} v{incumbent.version}'s {old.residual_relative:.3g}")
+    if new.boundary_violation > old.boundary_violation + thresholds.physics_slack:
+        return (f"physics regression: boundary violation {new.boundary_violation:.3g} vs "
+                f"{incumbent.label} v{incumbent.version}'s {old.boundary_violation:.3g}")
+    return None
+
+
+def _why_none_passed(candidates: list[Contender], failures_of: dict[str, list[str]]) -> list[str]:
+    if len(candidates) == 1:
+        return list(failures_of[candidates[0].label])
+    return [f"{c.label} v{c.version}: {failure}" for c in candidates
+            for failure in failures_of[c.label]]
 
 
 ROWS = [
+    ("kind", None, "{}"),
     ("validation RMSE of u", "validation_rmse", "{:.4g}"),
     ("RMSE / noise level", "rmse_to_noise", "{:.3g}"),
     ("relative PDE residual (RMS)", "residual_relative", "{:.3g}"),
@@ -124,24 +253,33 @@ ROWS = [
 ]
 
 
-def report_markdown(decision: GateDecision, thresholds: Thresholds, labels: dict[str, str],
-                    images: str = "") -> str:
-    """The gate report: decision, reasons, the three models side by side, thresholds."""
-    columns = [c for c in ("candidate", "champion", "classical") if c in decision.scores]
-    head = "| | " + " | ".join(labels.get(c, c) for c in columns) + " |\n"
+def report_markdown(decision: GateDecision, thresholds: Thresholds, images: str = "") -> str:
+    """The gate report: decision, reasons, every contender side by side, thresholds."""
+    columns = [c for c in decision.competed]
+    head = "| | " + " | ".join(f"{c['label']} v{c['version']}" for c in columns) + " |\n"
     head += "|---|" + "---|" * len(columns) + "\n"
     body = ""
     for title, key, fmt in ROWS:
         cells = []
         for column in columns:
-            value = decision.scores[column].get(key)
+            value = column["kind"] if key is None else decision.scores[column["label"]].get(key)
             cells.append("n/a" if value is None else fmt.format(value))
         body += f"| {title} | " + " | ".join(cells) + " |\n"
+    body += "| passes | " + " | ".join("yes" if not c["failures"] else "no" for c in columns) \
+        + " |\n"
     verdict = {"promote": "PROMOTED", "reject": "REJECTED", "pending": "PENDING APPROVAL"}
-    text = f"## Gate: {verdict[decision.decision]} v{decision.candidate_version} of " \
-           f"{decision.experiment}\n\n" + "\n".join(f"- {r}" for r in decision.reasons)
-    text += "\n\n" + head + body
-    text += "\nThe classical inversion satisfies its own discretisation, so its residual is n/a.\n"
+    text = (f"## Gate: {verdict[decision.decision]} v{decision.candidate_version} "
+            f"({decision.candidate_kind}) of {decision.experiment}\n\n"
+            + "\n".join(f"- {r}" for r in decision.reasons))
+    text += "\n\nCompeted: " + ", ".join(f"{c['label']} ({c['kind']}) v{c['version']}"
+                                          for c in columns) + ".\n\n" + head + body
+    notes = [f"- {c['label']} v{c['version']}: {w}" for c in columns for w in c["warnings"]]
+    notes += [f"- {c['label']} v{c['version']} fails: {'; '.join(c['failures'])}"
+              for c in columns if c["failures"]]
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
+    text += ("\nResiduals: a PINN's by automatic differentiation, a classical fit's by finite "
+             "differences at its grid spacing (its fields are piecewise linear).\n")
     text += "\nThresholds: " + ", ".join(f"{k}={v}" for k, v in asdict(thresholds).items()) + "\n"
     return text + ("\n" + images if images else "")
 
@@ -151,55 +289,57 @@ class Review:
     decision: GateDecision
     report: str  # Markdown
     figure_png: bytes
+    artifacts: dict[str, object] = field(default_factory=dict)  # label -> local model file
 
 
-def review(registry, candidate, classical, stored, spec: ProblemSpec, thresholds: Thresholds,
+LABELS = {"pinn": "PINN", "classical": "classical"}
+
+
+def review(registry, candidates: list, stored, spec: ProblemSpec, thresholds: Thresholds,
            *, workdir) -> Review:
-    """Score the candidate, the current champion and the classical inversion on the same
-    held-out sensors and collocation points, decide, and write the report."""
+    """Score the candidates (``ModelCandidate`` s of the new training: a PINN, the classical
+    fit) and the current champion on the same held-out sensors and collocation points, decide,
+    and write the report with the a(x, y) of each side by side."""
     import numpy as np
 
     from heat_platform.models import figures
-    from heat_platform.models.classical import load_predict
     from heat_platform.models.scoring import (
         Readings,
-        score,
+        load_model,
         score_torchscript,
         torchscript_predict,
     )
-    from heat_platform.pinn.export import load_exported
 
+    experiment = candidates[0].experiment
     validation = Readings.from_frame(stored.load().validation, spec)
-    candidate_scores = score_torchscript(candidate.artifact, spec, validation)
-    champion = registry.champion(candidate.experiment)
-    if champion is not None and champion.version == candidate.version:
-        champion = None  # re-judging the champion itself: compare with nothing
-    champion_scores = champion_artifact = None
+    champion = registry.champion(experiment)
+    # a candidate that is already the champion (a classical fit promoted before a PINN of the
+    # same training set was escalated, a gate run again) competes as the champion
+    new = [c for c in candidates if champion is None or c.version != champion.version]
+    if not new:  # re-judging the champion itself: compare with nothing
+        new, champion = candidates, None
+    candidates = new
+    contenders = [Contender(LABELS[c.kind], c.kind, c.version,
+                            score_torchscript(c.artifact, spec, validation)) for c in candidates]
+    artifacts = {LABELS[c.kind]: c.artifact for c in candidates}
+    champion_contender = None
     if champion is not None:
-        champion_artifact = registry.download(champion, workdir / f"champion-v{champion.version}")
-        champion_scores = score_torchscript(champion_artifact, spec, validation)
-    classical_predict = load_predict(classical.artifact)
-    classical_scores = score(classical_predict, spec, validation, residual=None)
-
-    decision = decide(candidate.experiment, candidate.version, candidate_scores,
-                      champion.version if champion else None, champion_scores, spec, thresholds,
-                      classical_scores)
+        artifacts["champion"] = registry.download(champion,
+                                                  workdir / f"champion-v{champion.version}")
+        champion_contender = Contender("champion", champion.kind, champion.version,
+                                       score_torchscript(artifacts["champion"], spec, validation))
+    decision = decide(experiment, contenders, champion_contender, spec, thresholds)
 
     def a_of(path):  # a does not depend on t
-        predict = torchscript_predict(load_exported(path))
+        predict = torchscript_predict(load_model(path)[0])
         return lambda x, y: predict(x, y, np.zeros_like(x))[1]
 
-    maps = {f"candidate v{candidate.version}": a_of(candidate.artifact)}
-    if champion_artifact is not None:
-        maps[f"champion v{champion.version}"] = a_of(champion_artifact)
-    maps["classical inversion"] = lambda x, y: classical_predict(x, y, np.zeros_like(x))[1]
+    versions = {c["label"]: c["version"] for c in decision.competed}
+    maps = {f"{label} v{versions[label]}": a_of(path) for label, path in artifacts.items()}
     if spec.diffusivity_truth is not None:
         maps["truth (synthetic)"] = lambda x, y: spec.diffusivity_truth(x=x, y=y)
     png = figures.png_bytes(figures.diffusivity_maps(maps, spec.domain.bounds(),
-                                                     f"{candidate.experiment}: a(x, y)"))
-    labels = {"candidate": f"candidate v{candidate.version}",
-              "champion": f"champion v{champion.version}" if champion else "champion",
-              "classical": "classical inversion"}
-    report = report_markdown(decision, thresholds, labels,
-                             figures.markdown_image(png, "a(x, y): candidate, champion, classical"))
-    return Review(decision, report, png)
+                                                     f"{experiment}: a(x, y)"))
+    report = report_markdown(decision, thresholds,
+                             figures.markdown_image(png, "a(x, y) of every contender"))
+    return Review(decision, report, png, artifacts)

@@ -13,13 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heat_platform.data.catalog import AuditEntry, Catalog
+from heat_platform.files import file_digest
 from heat_platform.models.candidates import Champion
 from heat_platform.models.mlflow_store import MlflowStore
-from heat_platform.names import CHAMPION, PENDING, PREVIOUS, REJECTED, registered_model_name
+from heat_platform.models.tracking import FILE_TAG, KIND_TAG, SHA256_TAG
+from heat_platform.names import (
+    CHAMPION,
+    JUDGED,
+    PENDING,
+    PREVIOUS,
+    REJECTED,
+    registered_model_name,
+)
 
 
 class RegistryError(ValueError):
     """A requested promotion, approval or rollback that must not happen; says why."""
+
+
+class ArtifactMismatch(RegistryError):
+    """A registered model's stored file is missing or not the file that was registered."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,10 @@ class Version:
     @property
     def data_version(self) -> str:
         return self.tags.get("data_version", "")
+
+    @property
+    def kind(self) -> str:
+        return self.tags.get(KIND_TAG, "pinn")
 
 
 class ModelRegistry:
@@ -67,18 +84,36 @@ class ModelRegistry:
             return None
         return Version(found.name, str(found.version), found.run_id, dict(found.tags))
 
+    def judged(self, experiment: str, version: str) -> bool:
+        """Has a gate judged this version already?"""
+        found = self.version(experiment, version)
+        return found is not None and JUDGED in found.tags
+
+    def mark_judged(self, experiment: str, version: str, dagster_run_id: str) -> None:
+        self.client.set_model_version_tag(registered_model_name(experiment), version, JUDGED,
+                                          dagster_run_id)
+
     def champion(self, experiment: str) -> Version | None:
         return self.alias(experiment, CHAMPION)
 
     def download(self, version: Version, directory: Path) -> Path:
-        """The version's TorchScript file (as logged by tracking.register_torchscript)."""
+        """The version's TorchScript file (as logged by :func:`.tracking.register_model`),
+        checked against the sha256 recorded at registration: a file changed in the artifact
+        store since is refused (:class:`ArtifactMismatch`), never loaded."""
         mlflow = self.tracking.mlflow()
         local = Path(mlflow.artifacts.download_artifacts(
             f"models:/{version.model_name}/{version.version}", dst_path=str(directory)))
-        found = sorted(local.rglob("model.pth")) or sorted(local.rglob("*.pt"))
-        if not found:
-            raise FileNotFoundError(f"no TorchScript file in {version.model_name} v{version.version}")
-        return found[0]
+        path = local / version.tags.get(FILE_TAG, "model.pt")
+        expected = version.tags.get(SHA256_TAG)
+        if not path.is_file() or expected is None:
+            raise ArtifactMismatch(f"{version.model_name} v{version.version} has no registered "
+                                   f"model file with a recorded sha256")
+        actual = file_digest(path)
+        if actual != expected:
+            raise ArtifactMismatch(
+                f"{version.model_name} v{version.version}: the stored model file's sha256 is "
+                f"{actual}, registered {expected}; refusing to load it")
+        return path
 
     def current_champion(self, experiment: str, models_dir: Path) -> Champion | None:
         """The experiment's champion with its TorchScript file (under ``models_dir``), its
@@ -95,7 +130,8 @@ class ModelRegistry:
                         data_version=champion.data_version,
                         training_dagster_run_id=champion.tags.get("dagster_run_id", ""),
                         artifact=artifact,
-                        domain={k: list(v) for k, v in spec.domain.bounds().items()})
+                        domain={k: list(v) for k, v in spec.domain.bounds().items()},
+                        kind=champion.kind)
 
     # -- decisions --
 

@@ -1,11 +1,14 @@
 """Scores of a model on an experiment: what the training run reports and the gate compares.
 
 Data: RMSE of u on the held-out validation sensors, and its ratio to the noise level (about 1
-means the model explains the data down to the noise). Physics: the PDE residual on a fresh
-collocation set, relative to the size of the terms it balances; the violation of the known
-boundary diffusivity; whether a(x, y) is finite and inside the physical range. With a known true
-diffusivity (synthetic experiments), relL2(a) too, for information: real experiments have none,
-so no decision rests on it.
+means the model explains the data down to the noise). Physics: the PDE residual of the model's
+(u, a) on a fresh collocation set, relative to the size of the terms it balances,
+sqrt(mean(f^2) + mean(u_t^2)) (so a free decay, f = 0, is measured too); the violation of the
+known boundary diffusivity; whether a(x, y) is finite and inside the physical range. The
+residual of a PINN comes from automatic differentiation; a classical fit's fields are piecewise
+linear on its grid, so its residual is taken with finite differences at its own grid spacing
+(the derivatives its discretisation stands for), away from the edges. With a known true
+diffusivity (synthetic experiments), relL2(a) too.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from heat_platform.heat.metrics import boundary_points, relative_l2, uniform_poi
 from heat_platform.heat.spec import ProblemSpec
 
 Predict = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-Residual = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# (x, y, t) -> (PDE residual r, time derivative u_t), physical units
+Residual = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 N_COLLOCATION = 4096
 N_BOUNDARY = 400
+# The residual is measured this share of each side away from the domain's edges, where the
+# finite-difference stencils of a classical fit stay inside its grid.
+INNER_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,9 @@ class Scores:
     validation_rmse: float
     noise_sigma: float
     rmse_to_noise: float
-    # None for models that satisfy their own discretisation by construction (classical)
-    residual_rms: float | None  # physical units of u_t
+    residual_rms: float | None  # physical units of u_t (None: not computed)
     residual_max: float | None
-    residual_relative: float | None  # residual_rms / RMS of the source: comparable across experiments
+    residual_relative: float | None  # residual_rms / sqrt(mean f^2 + mean u_t^2): comparable
     boundary_violation: float  # max |a - a_b| / |a_b| on the spatial boundary
     a_min: float
     a_max: float
@@ -62,13 +68,23 @@ class Readings:
     sigma: np.ndarray
 
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame, spec: ProblemSpec) -> Readings:
-        """Rows of a training set or batch; a missing sigma falls back to the spec's noise."""
-        fallback = spec.noise_sigma if spec.noise_sigma is not None else float(frame["u"].std() or 1.0)
-        sigma = frame["sigma"].fill_null(fallback) if "sigma" in frame.columns else None
-        return cls(*(frame[c].to_numpy().astype(float) for c in ("x", "y", "t", "u")),
-                   sigma=(sigma.to_numpy().astype(float) if sigma is not None
-                          else np.full(frame.height, fallback)))
+    def from_frame(cls, frame: pl.DataFrame, spec: ProblemSpec,
+                   reference_noise: float | None = None) -> Readings:
+        """Rows of a training set (every sigma decided when it was built) or of a batch, whose
+        missing sigma the platform's noise rule decides: the spec's noise_sigma, else
+        ``reference_noise`` (the training set's recorded estimate, for batches judged against
+        it), else an estimate from the rows themselves."""
+        from heat_platform.heat.noise import noise_level
+
+        columns = [frame[c].to_numpy().astype(float) for c in ("x", "y", "t", "u")]
+        sigma = (frame["sigma"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+                 if "sigma" in frame.columns else None)
+        sensor = (frame["sensor_id"].cast(pl.String).fill_null("").to_numpy()
+                  if "sensor_id" in frame.columns else None)
+        declared = spec.noise_sigma if spec.noise_sigma is not None else reference_noise
+        noise = noise_level(*columns, sigma, sensor=sensor, spec_sigma=declared,
+                            bounds=spec.domain.bounds())
+        return cls(*columns, sigma=noise.sigma)
 
     def observations(self):
         from heat_platform.heat.observations import Observations
@@ -88,11 +104,10 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
     points = uniform_points(bounds, N_COLLOCATION, seed=seed)
     _, a = predict(points["x"], points["y"], points["t"])
     if residual is not None:
-        r = residual(points["x"], points["y"], points["t"])
-        f = np.asarray(spec.source(x=points["x"], y=points["y"], t=points["t"]), dtype=float)
-        scale = max(float(np.sqrt(np.mean(f**2))), 1e-12)
+        inner = uniform_points(_inside(bounds, INNER_MARGIN), N_COLLOCATION, seed=seed)
+        r, u_t = residual(inner["x"], inner["y"], inner["t"])
         residual_rms, residual_max = float(np.sqrt(np.mean(r**2))), float(np.max(np.abs(r)))
-        residual_relative = residual_rms / scale
+        residual_relative = relative_residual(r, u_t, spec, inner)
     else:
         residual_rms = residual_max = residual_relative = None
 
@@ -116,14 +131,73 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
     )
 
 
-def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: int = 0) -> Scores:
-    """Score a serving artifact (TorchScript, physical units in and out)."""
-    from heat_platform.pinn.export import load_exported
-    from heat_platform.pinn.losses import pde_residual
+def relative_residual(r: np.ndarray, u_t: np.ndarray, spec: ProblemSpec,
+                      points: dict[str, np.ndarray]) -> float:
+    """RMS residual over the RMS size of the terms it balances, sqrt(mean f^2 + mean u_t^2)."""
+    f = np.broadcast_to(np.asarray(spec.source(x=points["x"], y=points["y"], t=points["t"]),
+                                   dtype=float), r.shape)
+    scale = float(np.sqrt(np.mean(f**2) + np.mean(u_t**2)))
+    return float(np.sqrt(np.mean(r**2))) / max(scale, 1e-12)
 
-    module = load_exported(path)
+
+def load_model(path):
+    """A serving artifact (TorchScript, any kind) and its kind: ``pinn`` or ``classical``."""
+    import json
+
+    import torch
+
+    files = {"metadata.json": ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=files).eval()
+    return module, json.loads(files["metadata.json"] or "{}").get("kind", "pinn")
+
+
+def model_residual(module, kind: str, spec: ProblemSpec) -> Residual:
+    """The (r, u_t) of a serving artifact: autograd for a PINN, finite differences at its grid
+    spacing for a classical fit (see the module docstring)."""
+    if kind == "classical":
+        return classical_residual(module, spec)
+    from heat_platform.pinn.losses import pde_terms
+
+    return lambda x, y, t: pde_terms(module, spec, x, y, t)
+
+
+def classical_residual(module, spec: ProblemSpec) -> Residual:
+    """(r, u_t) of a classical fit's interpolated fields by centred finite differences with its
+    grid's steps: r = u_t - [a_e (u_E - u) - a_w (u - u_W)] / hx^2 - [...] / hy^2 - f."""
+    predict = torchscript_predict(module)
+    nt, ny, nx = (int(n) for n in module.u_nodes.shape)
+    (x0, x1), (y0, y1), (t0, t1) = module.domain_bounds.tolist()
+    hx, hy, ht = (x1 - x0) / (nx - 1), (y1 - y0) / (ny - 1), (t1 - t0) / (nt - 1)
+
+    def terms(x, y, t):
+        def u(dx=0.0, dy=0.0, dt=0.0):
+            return predict(x + dx, y + dy, t + dt)[0]
+
+        def a(dx=0.0, dy=0.0):
+            return predict(x + dx, y + dy, t)[1]
+
+        centre = u()
+        u_t = (u(dt=ht / 2) - u(dt=-ht / 2)) / ht
+        div = ((a(dx=hx / 2) * (u(dx=hx) - centre) - a(dx=-hx / 2) * (centre - u(dx=-hx))) / hx**2
+               + (a(dy=hy / 2) * (u(dy=hy) - centre) - a(dy=-hy / 2) * (centre - u(dy=-hy)))
+               / hy**2)
+        f = np.asarray(spec.source(x=x, y=y, t=t), dtype=float)
+        return u_t - div - f, u_t
+
+    return terms
+
+
+def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: int = 0) -> Scores:
+    """Score a serving artifact (TorchScript of any kind, physical units in and out)."""
+    module, kind = load_model(path)
     return score(torchscript_predict(module), spec, validation,
-                 residual=lambda x, y, t: pde_residual(module, spec, x, y, t), seed=seed)
+                 residual=model_residual(module, kind, spec), seed=seed)
+
+
+def _inside(bounds: dict[str, tuple[float, float]], margin: float) -> dict:
+    """The box shrunk by ``margin`` of each spatial side and of the time span."""
+    return {axis: (lo + margin * (hi - lo), hi - margin * (hi - lo))
+            for axis, (lo, hi) in bounds.items()}
 
 
 def torchscript_predict(module) -> Predict:

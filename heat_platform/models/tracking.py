@@ -14,10 +14,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from heat_platform.files import file_digest
 from heat_platform.paths import PROJECT_ROOT
 
 PACKAGES = ("torch", "deepxde", "dagster", "mlflow", "numpy", "scipy", "polars", "heat-platform")
-TORCH_REQUIREMENT = "torch==2.13.0"
+MODEL_ARTIFACTS = "model"  # the run's artifact folder holding the registered model file
+KIND_TAG, SHA256_TAG, FILE_TAG = "kind", "sha256", "file"  # tags of every model version
 
 
 @functools.cache
@@ -84,23 +86,25 @@ def log_bytes(mlflow, content: bytes, artifact_file: str, run_id: str | None = N
             mlflow.MlflowClient().log_artifact(run_id, str(local), artifact_path=folder)
 
 
-def register_torchscript(mlflow, path: Path, registered_name: str, tags: dict[str, str]) -> str:
-    """Log the serving artifact as the run's MLflow model and register it; returns the version.
+def register_model(mlflow, path: Path, registered_name: str, *, kind: str,
+                   tags: dict[str, str]) -> str:
+    """Log the TorchScript serving artifact under the active run's ``model/`` and register it
+    as a new version of ``registered_name``; returns the version.
 
-    An input example and explicit requirements keep MLflow from importing half the
-    environment to infer them (seconds per call otherwise).
+    The file is stored as it is (no pickle anywhere on the model path): what loads it later is
+    ``torch.jit.load``, after :func:`heat_platform.models.registry.ModelRegistry.download` has
+    checked it against the ``sha256`` recorded here on the version. The version's ``kind`` tag
+    says which kind of model it is (``pinn`` or ``classical``).
     """
-    import numpy as np
-    import torch
-
-    module = torch.jit.load(str(path), map_location="cpu")
-    example = np.array([[0.5, 0.5, 0.0]], dtype=np.float32)
-    info = mlflow.pytorch.log_model(
-        module, name="model", registered_model_name=registered_name, input_example=example,
-        pip_requirements=[TORCH_REQUIREMENT], serialization_format="pickle",
-    )
-    version = str(info.registered_model_version)
+    mlflow.log_artifact(str(path), artifact_path=MODEL_ARTIFACTS)
+    run_id = mlflow.active_run().info.run_id
     client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, value)
-    return version
+    try:
+        client.create_registered_model(registered_name)
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        registered_name, source=f"runs:/{run_id}/{MODEL_ARTIFACTS}", run_id=run_id,
+        tags={**tags, KIND_TAG: kind, SHA256_TAG: file_digest(path), FILE_TAG: path.name})
+    return str(version.version)

@@ -20,7 +20,7 @@ from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models import figures, tracking
 from heat_platform.models.candidates import ModelCandidate
 from heat_platform.models.mlflow_store import MlflowStore
-from heat_platform.models.scoring import Readings, Scores, score, torchscript_predict
+from heat_platform.models.scoring import Readings, Scores, load_model, score_torchscript
 from heat_platform.names import CHALLENGER, registered_model_name
 
 
@@ -37,7 +37,7 @@ class TrainingOutcome:
 
 
 def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: ProblemSpec, config,
-             *, models_dir: Path, checkpoint_dir: Path, dagster_run_id: str,
+             *, models_dir: Path, checkpoint_dir: Path, dagster_run_id: str, profile: str = "",
              progress: Callable[[int, dict[str, float]], None] | None = None) -> TrainingOutcome:
     """Train on ``stored`` (resuming from ``checkpoint_dir`` when a run was interrupted), log
     everything to MLflow, export and register the model."""
@@ -52,7 +52,8 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
                              dagster_run_id=dagster_run_id, device=config.device)
     with tracking_store.start_run(stored.experiment, f"pinn-{stored.data_version[:8]}", tags) as run:
         mlflow = tracking_store.mlflow()
-        tracking.log_params(mlflow, dataclasses.asdict(config), prefix="pinn.")
+        tracking.log_params(mlflow, {**dataclasses.asdict(config), "profile": profile or "custom"},
+                            prefix="pinn.")
         tracking.log_params(mlflow, {"n_train": training_set.train.height,
                                      "n_validation": training_set.validation.height,
                                      "spec_sha256": stored.spec_sha256}, prefix="data.")
@@ -66,12 +67,10 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
                              checkpoint_dir=checkpoint_dir, validation=validation.observations())
         artifact = trained.export(models_dir / stored.experiment / run.info.run_id / "model.pt")
 
-        from heat_platform.pinn.export import load_exported
         from heat_platform.pinn.losses import pde_residual
 
-        module = load_exported(artifact)
-        scores = score(torchscript_predict(module), spec, validation,
-                       residual=lambda x, y, t: pde_residual(module, spec, x, y, t))
+        module, _ = load_model(artifact)
+        scores = score_torchscript(artifact, spec, validation)
         mlflow.log_metrics({f"score.{k}": v for k, v in scores.metrics().items()})
         mlflow.log_metrics({"iterations": trained.iterations, "wall_time_s": trained.wall_time_s})
         if trained.warm_start:
@@ -100,9 +99,9 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
             tracking.log_bytes(mlflow, png, f"figures/{name}")
 
         name = registered_model_name(stored.experiment)
-        version = tracking.register_torchscript(mlflow, artifact, name, {
+        version = tracking.register_model(mlflow, artifact, name, kind="pinn", tags={
             "data_version": stored.data_version, "experiment": stored.experiment,
-            "dagster_run_id": dagster_run_id, "kind": "pinn"})
+            "dagster_run_id": dagster_run_id})
         mlflow.MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
         experiment_id = run.info.experiment_id
 
@@ -110,7 +109,7 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
         experiment=stored.experiment, kind="pinn", model_name=name, version=version,
         run_id=run.info.run_id, mlflow_experiment_id=experiment_id,
         data_version=stored.data_version, artifact=artifact, metrics=scores.metrics(),
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=dagster_run_id, profile=profile,
     )
     return TrainingOutcome(candidate, scores, pngs, trained.iterations, trained.wall_time_s,
                            trained.resumed_from_step,

@@ -114,34 +114,37 @@ def input_drift(reference: pl.DataFrame, current: pl.DataFrame, columns: list[st
     return scores, drifted, len(drifted) / len(columns)
 
 
-def rmse_to_noise(module, frame: pl.DataFrame, spec: ProblemSpec) -> float:
-    """RMSE of the champion's u on the readings, in units of their noise level."""
+def rmse_to_noise(module, frame: pl.DataFrame, spec: ProblemSpec,
+                  reference_noise: float | None = None) -> float:
+    """RMSE of the champion's u on the readings, in units of their noise level (the platform's
+    noise rule; ``reference_noise``: the champion's training set's, for readings without)."""
     from heat_platform.models.scoring import Readings, torchscript_predict
 
-    readings = Readings.from_frame(frame, spec)
+    readings = Readings.from_frame(frame, spec, reference_noise)
     u, _ = torchscript_predict(module)(readings.x, readings.y, readings.t)
     rmse = float(np.sqrt(np.mean((u - readings.u) ** 2)))
     return rmse / float(np.sqrt(np.mean(readings.sigma ** 2)))
 
 
-def residual_relative(module, frame: pl.DataFrame, spec: ProblemSpec, max_points: int = 4096
-                      ) -> float:
-    """RMS PDE residual of the champion at (a sample of) the new points / RMS source there."""
-    from heat_platform.pinn.losses import pde_residual
+def residual_relative(module, kind: str, frame: pl.DataFrame, spec: ProblemSpec,
+                      max_points: int = 4096) -> float:
+    """The champion's relative PDE residual (as the gate measures it) at (a sample of) the new
+    points."""
+    from heat_platform.models.scoring import model_residual, relative_residual
 
     sample = frame if frame.height <= max_points else frame.sample(max_points, seed=0)
-    x, y, t = (sample[c].to_numpy().astype(float) for c in ("x", "y", "t"))
-    residual = pde_residual(module, spec, x, y, t)
-    source = np.broadcast_to(np.asarray(spec.source(x=x, y=y, t=t), dtype=float), x.shape)
-    scale = float(np.sqrt(np.mean(source ** 2))) or 1.0
-    return float(np.sqrt(np.mean(residual ** 2))) / scale
+    points = {c: sample[c].to_numpy().astype(float) for c in ("x", "y", "t")}
+    r, u_t = model_residual(module, kind, spec)(points["x"], points["y"], points["t"])
+    return relative_residual(r, u_t, spec, points)
 
 
 def batch_drift(reference: pl.DataFrame, reference_validation: pl.DataFrame,
                 current: pl.DataFrame, spec: ProblemSpec, champion: Path,
-                thresholds: DriftThresholds, html: Path | None = None) -> DriftReport:
-    """A validated batch against the champion's training set (x, y, t, u and physics)."""
-    from heat_platform.pinn.export import load_exported
+                thresholds: DriftThresholds, html: Path | None = None,
+                reference_noise: float | None = None) -> DriftReport:
+    """A validated batch against the champion's training set (x, y, t, u and physics);
+    ``reference_noise``: the training set's noise level, for a batch that states none."""
+    from heat_platform.models.scoring import load_model
 
     columns = ["x", "y", "t", "u"]
     if current.height < thresholds.min_rows:
@@ -152,13 +155,13 @@ def batch_drift(reference: pl.DataFrame, reference_validation: pl.DataFrame,
     # the whole training set (both sides of the sensor split) is the input reference
     everything = pl.concat([reference.select(columns), reference_validation.select(columns)])
     scores, drifted, share = input_drift(everything, current, columns, thresholds, html)
-    module = load_exported(champion)
-    new = rmse_to_noise(module, current, spec)
+    module, kind = load_model(champion)
+    new = rmse_to_noise(module, current, spec, reference_noise)
     baseline = (rmse_to_noise(module, reference_validation, spec)
                 if reference_validation.height else math.nan)
     comparable = math.isfinite(baseline) and baseline > 0
     ratio = new / baseline if comparable else None
-    residual = residual_relative(module, current, spec)
+    residual = residual_relative(module, kind, current, spec)
     input_flag = share >= thresholds.drift_share
     physics_flag = ratio is not None and ratio >= thresholds.misfit_ratio
     reasons = []

@@ -47,19 +47,29 @@ def pde_residual(model: Model, spec, x, y, t, *, batch_size: int = 4096) -> np.n
     Evaluated in batches of ``batch_size`` points to bound memory, in the model's own dtype
     and on its device. Returns a float64 array shaped like the broadcast inputs.
     """
+    return pde_terms(model, spec, x, y, t, batch_size=batch_size)[0]
+
+
+def pde_terms(model: Model, spec, x, y, t, *,
+              batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The residual r and the time derivative u_t of ``model`` at the points (physical units,
+    float64, shaped like the broadcast inputs): u_t is one of the terms r balances, so it
+    gives the residual a scale where the source is zero (a free decay)."""
     x, y, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, t)))
     shape = x.shape
     points = np.stack([x.ravel(), y.ravel(), t.ravel()], axis=1)
     dtype, device = _dtype_and_device(model)
-    out = np.empty(len(points))
+    out = np.empty((2, len(points)))
     for start in range(0, len(points), batch_size):
         chunk = torch.as_tensor(points[start : start + batch_size], dtype=dtype, device=device)
         chunk.requires_grad_(True)
         ua = model(chunk)
         f = spec.source(x=chunk[:, 0], y=chunk[:, 1], t=chunk[:, 2])
+        u_t = _grad(ua[:, 0], chunk, create_graph=True)[:, 2]
         r = heat_residual(ua[:, 0], ua[:, 1], chunk, f, create_graph=False)
-        out[start : start + len(chunk)] = r.detach().cpu().double().numpy()
-    return out.reshape(shape)
+        out[0, start : start + len(chunk)] = r.detach().cpu().double().numpy()
+        out[1, start : start + len(chunk)] = u_t.detach().cpu().double().numpy()
+    return out[0].reshape(shape), out[1].reshape(shape)
 
 
 MISFIT_FLOOR_WIDTH = 0.01  # sigma^2 units; the spread of the mean of 2500 squared N(0,1) is 0.028

@@ -8,7 +8,8 @@
   drawn uniformly from the domain and redrawn every ``resample_every`` Adam steps, plus (by
   default) at the observation points. Autograd differentiates through the input scaling, which
   is the rewritten PDE u_t = (su/st) v_tau, d/dx(a u_x) = (su/sx^2) d/dxi(a v_xi); the residual
-  is measured in units of su/st, the scaled temperature per scaled time.
+  is measured in units of su/st, the scaled temperature per scaled time, or (``pde_scale``
+  balanced) of sqrt((su/st)^2 + mean f^2), the size of the terms it balances.
 * **boundary**: only for a soft boundary diffusivity, the relative deviation of a from a_b at
   points on the spatial boundary (by default a_b holds exactly, :mod:`.network`).
 """
@@ -57,6 +58,12 @@ class HeatData(dde.data.Data):
             np.broadcast_to(sigma, train.u.shape).copy(), dtype=torch.get_default_dtype()
         )
         self.pde_scale = scaling.u.scale / scaling.t.scale
+        if config.pde_scale == "balanced":  # the size of the terms the residual balances
+            spread = np.random.default_rng([config.seed, 3]).uniform(self.lo, self.hi, (4096, 3))
+            points = np.concatenate([self.observed, spread])
+            f = np.asarray(spec.source(x=points[:, 0], y=points[:, 1], t=points[:, 2]),
+                           dtype=float)
+            self.pde_scale = float(np.sqrt(self.pde_scale**2 + np.mean(f**2)))
         self.soft_boundary = (
             spec.boundary_diffusivity is not None and not config.hard_boundary_a
         )

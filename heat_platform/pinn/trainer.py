@@ -73,6 +73,7 @@ class TrainedPINN:
     resumed_from_step: int = 0  # > 0 when training continued from a checkpoint
     warm_start: dict[str, float] | None = None  # how a was started (config.warm_start_a)
     members: tuple[torch.nn.Module, ...] = ()  # an ensemble's members, merged into ``net``
+    stopped_by: str = "iterations"  # or criteria, time budget, converged (config.stop_patience)
 
     @property
     def spec_name(self) -> str:
@@ -196,6 +197,7 @@ def train_pinn(
         resumed_from_step=sum(member.resumed_from_step for member in members),
         warm_start=members[0].warm_start,
         members=tuple(nets),
+        stopped_by=", ".join(sorted({member.stopped_by for member in members})),
     )
 
 
@@ -287,6 +289,7 @@ def _train_network(spec, train: Observations, scaling: Scaling, config: PINNConf
         fingerprint=fingerprint,
         resumed_from_step=saved["step"] if saved is not None else 0,
         warm_start=monitor.warm_start,
+        stopped_by=monitor.stopped_by or "iterations",
     )
 
 class Monitor(dde.callbacks.Callback):
@@ -304,15 +307,24 @@ class Monitor(dde.callbacks.Callback):
         self.started = time.perf_counter()
         self.out_of_time = False
         self.warm_start: dict[str, float] | None = None
+        # the stopping criteria (config.stop_patience): best values so far, logs without gain
+        self.best = {"val_rmse": math.inf, "loss_pde": math.inf}
+        self.without_gain = 0
+        self.stopped_by: str | None = None  # "criteria", "time budget", "converged"
+        noise = None if validation is None or validation.sigma is None else validation.sigma
+        self.validation_noise = None if noise is None else float(np.sqrt(np.mean(noise**2)))
 
     def get_state(self) -> dict:
-        state = {"history": self.history, "wall_time_s": self.wall_time()}
+        state = {"history": self.history, "wall_time_s": self.wall_time(),
+                 "best": self.best, "without_gain": self.without_gain}
         return state | ({"warm_start": self.warm_start} if self.warm_start else {})
 
     def set_state(self, state: dict) -> None:
         self.history = list(state["history"])
         self.wall_before = state["wall_time_s"]
         self.warm_start = state.get("warm_start")
+        self.best = dict(state.get("best", self.best))
+        self.without_gain = state.get("without_gain", 0)
         self.started = time.perf_counter()
 
     def wall_time(self) -> float:
@@ -342,8 +354,27 @@ class Monitor(dde.callbacks.Callback):
         budget = self.config.max_minutes
         if budget is not None and self.wall_time() > 60 * budget:
             self.out_of_time = model.stop_training = True
+            self.stopped_by = "time budget"
         if self.phase == "lbfgs" and self.step == previous:
             model.stop_training = True  # L-BFGS made no progress: it has converged
+            self.stopped_by = "converged"
+        if self.phase == "lbfgs" and metrics is not None and self._stop_on_criteria(metrics):
+            model.stop_training = True
+            self.stopped_by = "criteria"
+
+    def _stop_on_criteria(self, metrics: dict[str, float]) -> bool:
+        """Has neither the held-out RMSE nor the PDE loss improved by ``stop_tolerance`` for
+        ``stop_patience`` logged steps in a row?"""
+        patience = self.config.stop_patience
+        if patience is None:
+            return False
+        gained = False
+        for name in self.best:
+            value = metrics.get(name)
+            if value is not None and value < self.best[name] * (1 - self.config.stop_tolerance):
+                self.best[name], gained = value, True
+        self.without_gain = 0 if gained else self.without_gain + 1
+        return self.without_gain >= patience
 
     def loss_terms(self, values) -> dict[str, float]:
         names = ["loss_pde", "loss_data", "loss_boundary_a"]
@@ -360,6 +391,8 @@ class Monitor(dde.callbacks.Callback):
         metrics["wall_time_s"] = self.wall_time()
         if self.validation is not None:
             metrics["val_rmse"] = _rmse(model.net, self.validation)
+            if self.validation_noise:
+                metrics["val_rmse_to_noise"] = metrics["val_rmse"] / self.validation_noise
         if not all(math.isfinite(value) for value in metrics.values()):
             raise TrainingDiverged(self.step, metrics)
         return metrics

@@ -36,6 +36,7 @@ class ServedModel:
     data_version: str
     dagster_run_id: str
     domain: dict[str, list[float]]
+    kind: str = "pinn"  # "pinn" or "classical": every answer of the service says which
 
     @property
     def bento_model_name(self) -> str:
@@ -58,6 +59,7 @@ class ServedModel:
             "mlflow_run_id": self.mlflow_run_id,
             "data_version": self.data_version[:63],
             "dagster_run_id": self.dagster_run_id,
+            "kind": self.kind,
         }
 
     def metadata(self) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def served_model(champion: Champion) -> ServedModel:
                        mlflow_model_name=champion.model_name,
                        mlflow_model_version=champion.version, mlflow_run_id=champion.run_id,
                        data_version=champion.data_version,
-                       dagster_run_id=champion.training_dagster_run_id, domain=champion.domain)
+                       dagster_run_id=champion.training_dagster_run_id, domain=champion.domain,
+                       kind=champion.kind)
 
 
 def bento_version(models: list[ServedModel]) -> str:
@@ -69,13 +70,18 @@ def smoke_points(model: ServedModel, n: int = SMOKE_POINTS, seed: int = 0) -> np
     return np.column_stack([rng.uniform(*model.domain[axis], n) for axis in ("x", "y", "t")])
 
 
-def registry_prediction(mlflow, model: ServedModel, points: np.ndarray) -> np.ndarray:
-    """u from the MLflow registry's copy of the model version (not the local file);
-    ``mlflow`` is the module pointed at the platform's store (MlflowStore.mlflow())."""
+def registry_prediction(registry, model: ServedModel, points: np.ndarray) -> np.ndarray:
+    """u from the MLflow registry's copy of the model version (not the local file), loaded with
+    ``torch.jit.load`` after its sha256 was checked against the one recorded at registration
+    (``registry`` is a :class:`~heat_platform.models.registry.ModelRegistry`)."""
+    import tempfile
+
     import torch
 
-    network = mlflow.pytorch.load_model(
-        f"models:/{model.mlflow_model_name}/{model.mlflow_model_version}")
+    version = registry.version(model.experiment, model.mlflow_model_version)
+    with tempfile.TemporaryDirectory() as workdir:
+        network = torch.jit.load(str(registry.download(version, Path(workdir))),
+                                 map_location="cpu")
     with torch.inference_mode():
         return network(torch.as_tensor(points, dtype=torch.float32))[:, 0].double().numpy()
 
@@ -97,10 +103,10 @@ def smoke_test(server: BentoServer, model: ServedModel, expected: np.ndarray,
             body = response.json()
     difference = float(np.max(np.abs(np.asarray(body["u"]) - expected)))
     lineage = {key: body[key] for key in ("experiment", "model_name", "model_version",
-                                          "data_version", "mlflow_run_id")}
+                                          "model_kind", "data_version", "mlflow_run_id")}
     wanted = {"experiment": model.experiment, "model_name": model.mlflow_model_name,
-              "model_version": model.mlflow_model_version, "data_version": model.data_version,
-              "mlflow_run_id": model.mlflow_run_id}
+              "model_version": model.mlflow_model_version, "model_kind": model.kind,
+              "data_version": model.data_version, "mlflow_run_id": model.mlflow_run_id}
     if lineage != wanted:
         raise SmokeTestFailed(f"the bento answers with lineage {lineage}, expected {wanted}")
     if not difference <= MAX_DIFFERENCE:
@@ -111,13 +117,13 @@ def smoke_test(server: BentoServer, model: ServedModel, expected: np.ndarray,
 
 
 def deploy(paths: PlatformPaths, models: list[ServedModel], *, check: ServedModel,
-           mlflow, default: str | None = None) -> Deployment:
+           registry, default: str | None = None) -> Deployment:
     """Build, smoke-test and publish a bento serving ``models``; ``check`` is smoke-tested."""
     default = default or (check.experiment if len(models) == 1 else sorted(
         m.experiment for m in models)[0])
     bento = build_bento(paths.bentoml_home, models, default, bento_version(models))
     points = smoke_points(check)
-    expected = registry_prediction(mlflow, check, points)
+    expected = registry_prediction(registry, check, points)
     server = BentoServer.start(bento, bentoml_home=paths.bentoml_home,
                                log_dir=paths.serving / "servers",
                                env={"HEAT_SERVING_LOG_DIR": str(paths.serving / "smoke-log")})
@@ -129,6 +135,7 @@ def deploy(paths: PlatformPaths, models: list[ServedModel], *, check: ServedMode
         "bento": bento, "default": default,
         "experiments": {m.experiment: {"model_name": m.mlflow_model_name,
                                        "model_version": m.mlflow_model_version,
+                                       "model_kind": m.kind,
                                        "mlflow_run_id": m.mlflow_run_id,
                                        "data_version": m.data_version} for m in models},
         "published_at": time.time(),

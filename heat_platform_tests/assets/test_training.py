@@ -1,5 +1,7 @@
 """Stage 4: the PINN asset trains on the training set and lands in MLflow as the challenger."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ def pinn_run_config(**overrides) -> dict:
 
 
 @pytest.mark.slow  # trains a model
-def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, resources):
+def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, resources,
+                                                                   tmp_path):
     result = materialize(ingested, resources, ["pinn_model"], EXPERIMENT,
                          run_config=pinn_run_config())
     candidate = result.output_for_node("pinn_model")
@@ -47,15 +50,26 @@ def test_a_trained_pinn_is_tracked_and_registered_as_the_challenger(ingested, re
     assert version.tags["data_version"] == training_set.data_version
     assert version.tags["dagster_run_id"] == result.run_id
 
-    # the registered MLflow model is the TorchScript artifact the asset hands on
-    import mlflow.pytorch
+    # the registered model is the TorchScript artifact the asset hands on, stored as it is (no
+    # pickle) and loaded only after its sha256 matched the one recorded at registration
     import torch
 
-    resources["mlflow"].store().mlflow()
-    registered = mlflow.pytorch.load_model(f"models:/{candidate.model_name}@challenger")
+    from heat_platform.files import file_digest
+    from heat_platform.models.registry import ArtifactMismatch, ModelRegistry
+
+    assert version.tags["kind"] == "pinn"
+    assert version.tags["sha256"] == file_digest(candidate.artifact)
+    registry = ModelRegistry(resources["mlflow"].store(), resources["storage"].catalog())
+    registered_version = registry.version(EXPERIMENT, candidate.version)
+    registered = torch.jit.load(str(registry.download(registered_version, tmp_path / "a")))
     local = torch.jit.load(str(candidate.artifact))
     points = torch.tensor([[0.2, 0.5, 0.1], [1.5, 0.3, 0.4]], dtype=torch.float32)
     torch.testing.assert_close(registered(points), local(points))
+    # a file changed in the artifact store since registration is refused, never loaded
+    stored = next(Path(run.info.artifact_uri.removeprefix("file://")).rglob("model.pt"))
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    with pytest.raises(ArtifactMismatch, match="refusing to load"):
+        registry.download(registered_version, tmp_path / "b")
 
     materialization = latest_materialization(ingested, "pinn_model", EXPERIMENT)
     assert materialization.metadata["mlflow run"].value.endswith(candidate.run_id)

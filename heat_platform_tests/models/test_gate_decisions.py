@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from heat_platform.heat.synthetic import SCENARIOS
-from heat_platform.models.gate import Thresholds, decide
+from heat_platform.models.gate import Contender, Thresholds, decide
 from heat_platform.models.scoring import Scores
 
 GOOD = Scores(validation_rmse=0.011, noise_sigma=0.01, rmse_to_noise=1.1, residual_rms=0.5,
@@ -20,14 +20,15 @@ def spec():
 
 
 def judge(spec, candidate, champion=None, **thresholds):
-    return decide("inclusion", "2", candidate, "1" if champion else None, champion, spec,
+    return decide("inclusion", [Contender("PINN", "pinn", "2", candidate)],
+                  Contender("champion", "pinn", "1", champion) if champion else None, spec,
                   Thresholds(**thresholds))
 
 
 def test_a_sound_first_model_is_promoted(spec):
     decision = judge(spec, GOOD)
     assert decision.promoted and decision.reasons == ["every threshold holds", "no champion yet"]
-    assert decision.scores["candidate"]["rmse_to_noise"] == 1.1
+    assert decision.scores["PINN"]["rmse_to_noise"] == 1.1
 
 
 @pytest.mark.parametrize(("change", "reason"), [
@@ -73,3 +74,78 @@ def test_approval_mode_leaves_a_passing_model_pending(spec):
     assert decision.reasons[-1] == "waiting for approval (require_approval)"
     assert judge(spec, dataclasses.replace(GOOD, rmse_to_noise=9),
                  require_approval=True).decision == "reject"
+
+
+# -- between kinds, and the champion on new data (issue: every experiment ends served) ----------
+
+CLASSICAL = dataclasses.replace(GOOD, validation_rmse=0.0100, rmse_to_noise=1.0,
+                                residual_relative=0.09, rel_l2_a=0.12)
+
+
+def kinds(spec, pinn, classical=CLASSICAL, champion=None, champion_kind="pinn", **thresholds):
+    candidates = [Contender("PINN", "pinn", "3", pinn), Contender("classical", "classical", "4",
+                                                                     classical)]
+    holder = Contender("champion", champion_kind, "1", champion) if champion else None
+    return decide("inclusion", candidates, holder, spec, Thresholds(**thresholds))
+
+
+def test_a_passing_classical_fit_is_served_when_the_pinn_fails(spec):
+    decision = kinds(spec, dataclasses.replace(GOOD, rmse_to_noise=2.6, validation_rmse=0.026))
+    assert decision.promoted and decision.candidate_version == "4"
+    assert decision.candidate_kind == "classical"
+    assert decision.failed_versions() == {"3": ["validation RMSE is 2.60 x the noise level (max 2)"]}
+    assert decision.escalate  # the PINN failed on its fit: worth a stronger profile
+
+
+def test_the_pinn_replaces_the_classical_fit_only_when_better(spec):
+    # within the 2 % margin on data: the better a wins (a truth is known here) ...
+    close = dataclasses.replace(GOOD, validation_rmse=0.0101, rel_l2_a=0.05)
+    decision = kinds(spec, close)
+    assert decision.candidate_kind == "pinn" and "has the better a" in decision.reasons[1]
+    worse_a = dataclasses.replace(close, rel_l2_a=0.2)
+    assert kinds(spec, worse_a).candidate_kind == "classical"
+    # ... or, without a truth, the smaller PDE residual
+    no_truth = dataclasses.replace(close, rel_l2_a=None)
+    decision = kinds(spec, no_truth, dataclasses.replace(CLASSICAL, rel_l2_a=None))
+    assert decision.candidate_kind == "pinn" and "satisfies the physics" in decision.reasons[1]
+    # better on data by more than the margin: the PINN, whatever its a
+    assert kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0090,
+                                           rel_l2_a=0.3)).candidate_kind == "pinn"
+    # worse on data by more than the margin: the classical fit
+    assert kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0110,
+                                           rel_l2_a=0.01)).candidate_kind == "classical"
+
+
+def test_a_champion_that_fails_on_the_new_data_is_not_the_reference(spec):
+    stale = dataclasses.replace(GOOD, validation_rmse=0.0145, rmse_to_noise=2.4)
+    # the candidates are not 2 % better than what the champion would need to be beaten by:
+    # without the stale rule nothing would replace it
+    decision = kinds(spec, dataclasses.replace(GOOD, rmse_to_noise=2.5), champion=stale)
+    assert decision.stale_champion and decision.promoted
+    assert decision.candidate_kind == "classical" and decision.champion_version == "1"
+    assert "no longer the reference" in decision.reasons[1]
+
+
+def test_nothing_passing_against_a_stale_champion_says_the_served_model_is_stale(spec):
+    failing = dataclasses.replace(GOOD, rmse_to_noise=3.0)
+    decision = kinds(spec, failing, dataclasses.replace(CLASSICAL, rmse_to_noise=3.0),
+                     champion=dataclasses.replace(GOOD, rmse_to_noise=2.4))
+    assert decision.decision == "reject" and decision.stale_champion
+    assert "the served model v1 is stale" in decision.reasons[-1]
+
+
+def test_a_pinn_replaces_a_classical_champion_within_the_margin_on_a_better_a(spec):
+    close = dataclasses.replace(GOOD, validation_rmse=0.0101, rel_l2_a=0.05)
+    decision = decide("inclusion", [Contender("PINN", "pinn", "3", close)],
+                      Contender("champion", "classical", "1", CLASSICAL), spec, Thresholds())
+    assert decision.promoted and decision.candidate_version == "3"
+    # a PINN champion is only replaced by more than the margin
+    decision = decide("inclusion", [Contender("PINN", "pinn", "3", close)],
+                      Contender("champion", "pinn", "1", CLASSICAL), spec, Thresholds())
+    assert decision.decision == "reject"
+
+
+def test_a_fit_far_below_the_noise_is_flagged(spec):
+    decision = judge(spec, dataclasses.replace(GOOD, rmse_to_noise=0.45))
+    assert decision.promoted  # flagged, not refused
+    assert "declared noise level looks larger" in decision.competed[0]["warnings"][0]

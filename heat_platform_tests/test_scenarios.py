@@ -1,0 +1,39 @@
+"""Two new experiments of the scenario suite, landed on a fresh platform with the default
+settings, go through the real daemon to a served model of the kind that fits each best: a PINN
+where it beats the classical inversion, the classical fit where that is better. (The whole suite,
+with its figures, is bench/scenarios.py.)"""
+
+import dagster as dg
+import pytest
+
+from heat_platform.local import LocalDaemon, latest_materialization, wait_for
+from heat_platform.simulate import simulate_to_landing
+
+# scenario -> the kind expected to serve it (bench/RESULTS.md#scenarios)
+EXPECTED = {"square-smooth-short": "pinn", "large-slow": "classical"}
+
+
+@pytest.mark.slow
+def test_each_new_experiment_is_served_by_the_best_kind_at_the_noise_level(platform_paths):
+    for name in EXPECTED:
+        for seed in (1, 2):
+            simulate_to_landing(platform_paths.landing, name, seed=seed)
+    # the default profile, with its training budget cut so the suite stays quick
+    daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3,
+                         env={"HEAT_PLATFORM_PINN_MAX_MINUTES": "2"})
+    with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
+        for name in EXPECTED:
+            wait_for(daemon, lambda name=name: latest_materialization(instance, "deployed_bento",
+                                                                      name),
+                     timeout_s=900, what=f"{name}'s first deployment")
+        for name, kind in EXPECTED.items():
+            gate = latest_materialization(instance, "gate_report", name).metadata
+            assert gate["decision"].value == "promote", gate["report"].value
+            scores = gate["scores"].value  # both kinds competed
+            assert {s["kind"] for s in scores.values()} == {"pinn", "classical"}
+            assert gate["model kind"].value == kind, gate["report"].value
+            served = next(s for s in scores.values()
+                          if s["version"] == gate["candidate"].value.rpartition(" v")[2])
+            assert served["rmse_to_noise"] <= 1.3, gate["report"].value
+            deployed = latest_materialization(instance, "deployed_bento", name).metadata
+            assert f"({kind})" in deployed["serves"].value
