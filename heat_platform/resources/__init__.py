@@ -84,7 +84,8 @@ def build_resources(paths: PlatformPaths | None = None,
 
 
 def _require_server(variable: str, url: SecretStr | None) -> None:
-    """Refuse a database that is a file (or nothing) where several pods write at once."""
+    """Refuse a database that is a file (or nothing) where several pods write at once, and a
+    URL whose driver is not installed (the message never shows the URL: it may hold a password)."""
     value = url.get_secret_value() if url else ""
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if not scheme or scheme.startswith(("sqlite", "file")):
@@ -94,6 +95,11 @@ def _require_server(variable: str, url: SecretStr | None) -> None:
             f"every pod reaches (e.g. postgresql+psycopg2://user:password@host/db), not "
             f"{found}: each step runs in its own pod, and SQLite files on a shared volume lose "
             "writes. See README, Scaling out.")
+    if scheme == "postgresql":
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the platform ships psycopg2
+        # (the driver dagster-postgres uses), so the first connection would fail, in a pod.
+        raise ValueError(f"{variable}: write postgresql+psycopg2://... (a bare postgresql:// "
+                         "selects psycopg 3, which is not installed)")
 
 
 def resolved(resources: dict[str, Any]) -> dict[str, Any]:
