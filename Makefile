@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pinn_accuracy.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/step_costs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

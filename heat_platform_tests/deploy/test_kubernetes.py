@@ -229,7 +229,8 @@ def test_the_instance_the_chart_renders_loads_on_postgresql(postgres_server, kub
         assert isinstance(instance.run_launcher, K8sRunLauncher)
         assert isinstance(instance.compute_log_manager, LocalComputeLogManager)
         assert instance.compute_log_manager._base_dir == "/var/lib/heat-platform/dagster/compute_logs"
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 10
 
 
