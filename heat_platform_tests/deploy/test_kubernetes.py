@@ -210,6 +210,7 @@ def test_the_run_launcher_config_is_valid_for_dagster_k8s(kubeconfig):
     assert launcher.fail_pod_on_run_failure and launcher.job_namespace == "heat-platform"
 
 
+@pytest.mark.server  # a real PostgreSQL server on loopback
 def test_the_instance_the_chart_renders_loads_on_postgresql(postgres_server, kubeconfig,
                                                              tmp_path, monkeypatch):
     import dagster as dg

@@ -29,6 +29,9 @@ from heat_platform_tests.data.test_catalog import _writer, ingest, sha
 
 POSTGRES_INSTANCE = PROJECT_ROOT / "deploy" / "dagster-postgres.yaml"
 
+# every test here talks to a real PostgreSQL server on loopback
+pytestmark = pytest.mark.server
+
 
 def test_the_catalog_keeps_every_version_on_postgresql(postgres_database):
     catalog = Catalog(postgres_database("catalog"))
@@ -81,8 +84,7 @@ def test_several_processes_write_the_postgresql_catalog_at_once(postgres_databas
     assert len(sequence) == 45 and len(set(sequence)) == 45
 
 
-@pytest.mark.slow  # trains a model
-@pytest.mark.server  # the deployed_bento asset smoke-tests its bento with `bentoml serve`
+@pytest.mark.slow  # trains a model; deployed_bento also starts `bentoml serve`
 def test_the_asset_graph_runs_end_to_end_on_postgresql(platform_paths, postgres_database,
                                                       monkeypatch, tmp_path):
     import dagster as dg
