@@ -108,11 +108,11 @@ def test_kubernetes_mode_refuses_a_database_pods_could_not_share(kubernetes_env,
 
 # -- the pods dagster-k8s builds ---------------------------------------------------------------
 
-def step_pod(step: str, kubeconfig: Path):
-    """The pod spec k8s_job_executor launches for ``step`` of a run of this code location, as
-    the executor builds it: the run's container context (the Helm values' run launcher and
-    user deployment), the executor's step config, then the step's op tags; then
-    construct_dagster_k8s_job."""
+def step_pod(step: str, kubeconfig: Path, paths: PlatformPaths):
+    """The pod spec k8s_job_executor launches for ``step`` of a run of this code location (in
+    kubernetes mode), as the executor builds it: the run's container context (the Helm values'
+    run launcher and user deployment), the executor's step config, then the step's op tags;
+    then construct_dagster_k8s_job."""
     from dagster._core.code_pointer import ModuleCodePointer
     from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
     from dagster._core.storage.dagster_run import DagsterRun
@@ -124,8 +124,10 @@ def step_pod(step: str, kubeconfig: Path):
         get_user_defined_k8s_config,
     )
 
-    from heat_platform.definitions import defs
+    from heat_platform.definitions import build_definitions
     from heat_platform.resources import K8S_EXECUTOR_CONFIG
+
+    defs = build_definitions(paths, "kubernetes")
 
     values = chart.load_values()
     launcher = K8sRunLauncher(**chart.run_launcher_config(values, kubeconfig=kubeconfig))
@@ -157,7 +159,7 @@ def _api_dict(model) -> dict:
 
 
 def test_the_training_steps_pod_asks_for_a_gpu_node(kubernetes_env, kubeconfig):
-    pod = step_pod("pinn_model", kubeconfig)
+    pod = step_pod("pinn_model", kubeconfig, kubernetes_env)
     (container,) = pod.containers
     assert container.resources.requests == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
     assert container.resources.limits == {"memory": "16Gi", "nvidia.com/gpu": "1"}
@@ -180,7 +182,7 @@ def test_the_training_steps_pod_asks_for_a_gpu_node(kubernetes_env, kubeconfig):
 
 
 def test_other_steps_get_the_default_step_pod_and_no_gpu(kubernetes_env, kubeconfig):
-    pod = step_pod("training_set", kubeconfig)
+    pod = step_pod("training_set", kubeconfig, kubernetes_env)
     (container,) = pod.containers
     assert container.resources.requests == {"cpu": "1", "memory": "2Gi"}
     assert "nvidia.com/gpu" not in (container.resources.limits or {})
