@@ -7,7 +7,7 @@
 #   cp constraints.txt deploy/docker/bento-requirements.txt build/
 #   docker build -f deploy/docker/bento.Dockerfile -t registry.local/heat-platform/heat_service:<version> build
 # The Deployment written with the bento (heat_platform/serving/kubernetes.py) names that tag.
-FROM python:3.11.14-slim-bookworm
+FROM python:3.11-slim-bookworm
 
 # Serving runs on CPU: point this at PyTorch's CPU wheel index to leave CUDA out (~2 GB).
 ARG TORCH_INDEX_URL=""

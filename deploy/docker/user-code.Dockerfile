@@ -5,7 +5,7 @@
 # Python packages are exactly constraints.txt, the set the test suite runs on. torch comes from
 # the package index: on x86_64 Linux that wheel carries CUDA, which the training step uses on
 # its GPU node (a CPU-only cluster may point TORCH_INDEX_URL at PyTorch's CPU wheel index).
-FROM python:3.11.14-slim-bookworm
+FROM python:3.11-slim-bookworm
 
 ARG TORCH_INDEX_URL=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
