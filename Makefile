@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test test-fast dev serve bench lint format lock clean-data env
+.PHONY: demo test test-fast dev serve bench lint format lock clean-data env system-deps
 
 # The environment: torch from the local CPU wheel first, then everything else pinned.
 $(STAMP):
@@ -28,6 +28,21 @@ env: $(STAMP)
 # Runs the whole asset graph end to end on the built-in synthetic experiment.
 demo: $(STAMP)
 	$(BIN)/heat-platform demo
+
+# Debian packages the tests use, installed when missing (CI runs as root; .ci/run calls this):
+# PostgreSQL, whose binaries the deploy tests run as throwaway servers. No cluster is created,
+# so nothing is left running.
+system-deps:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then \
+	  echo "PostgreSQL: found"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/heat-platform.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
+	  || echo "WARNING: could not install PostgreSQL; its tests will be skipped"; \
+	else \
+	  echo "WARNING: PostgreSQL missing; as root: make system-deps (its tests will be skipped)"; \
+	fi
 
 # Runs lint, the import contracts and the whole test suite (CI calls this through .ci/run).
 test: lint
@@ -52,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pinn_accuracy.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/step_costs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""The heat-platform code location: one Definitions object for the whole asset graph."""
+"""The heat-platform code location: one Definitions object for the whole asset graph, on this
+machine or on Kubernetes (``HEAT_PLATFORM_DEPLOYMENT``; see heat_platform.resources)."""
 
 import dagster as dg
 
@@ -12,14 +13,17 @@ from heat_platform.assets import (
     validation,
 )
 from heat_platform.paths import PlatformPaths
-from heat_platform.resources import build_executor, build_resources
+from heat_platform.resources import Deployment, build_executor, build_resources, deployment
 from heat_platform.settings import PlatformSettings
 
 stages = [measurements, validation, features, training, gate, serving, monitoring]
 
 
-def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
-    """The code location on ``paths`` (default: the platform home of the environment)."""
+def build_definitions(paths: PlatformPaths | None = None,
+                      mode: Deployment | None = None) -> dg.Definitions:
+    """The code location on ``paths`` (default: the platform home of the environment), run
+    ``mode`` (default: HEAT_PLATFORM_DEPLOYMENT)."""
+    mode = mode or deployment()
     return dg.Definitions(
         assets=dg.load_assets_from_modules(stages),
         asset_checks=dg.load_asset_checks_from_modules(stages),
@@ -42,8 +46,8 @@ def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
                 emit_backfills=False,
             ),
         ],
-        resources=build_resources(paths),
-        executor=build_executor(),
+        resources=build_resources(paths, mode),
+        executor=build_executor(mode),
     )
 
 

@@ -24,11 +24,20 @@ from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 from heat_platform.settings import PlatformSettings
 
-# Under Kubernetes (k8s_job_executor / K8sRunLauncher) the training pod asks for a GPU.
-GPU_POD = {"dagster-k8s/config": {"container_config": {"resources": {
-    "requests": {"cpu": "2", "memory": "8Gi"},
-    "limits": {"nvidia.com/gpu": "1", "memory": "16Gi"},
-}}}}
+# Under Kubernetes (k8s_job_executor) the training step's pod asks for one GPU and lands on a GPU
+# node: the label NVIDIA's GPU feature discovery (GPU operator) puts on such nodes, and the
+# toleration of the taint GPU node pools usually carry. Other clusters label GPU nodes otherwise
+# (README, Scaling out).
+GPU_POD = {"dagster-k8s/config": {
+    "container_config": {"resources": {
+        "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "16Gi"},
+    }},
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}}
 
 
 SETTINGS = PlatformSettings.load()

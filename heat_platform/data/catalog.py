@@ -1,10 +1,10 @@
 """The catalog: which version of which batch the platform holds, and what validation said.
 
 SQLAlchemy Core, one ``Table`` per concept on the module's :data:`metadata`; SQLite by default
-(``PlatformPaths.catalog_url``), Postgres later with the same code. To add a table (audit log,
-deployments...), declare it next to :data:`batch_versions` on :data:`metadata`, add a frozen
-dataclass for its rows and a few methods on :class:`Catalog`; ``create_all`` creates it in
-existing databases on the next start.
+(``PlatformPaths.catalog_url``), PostgreSQL (``HEAT_PLATFORM_DB_URL``) with the same code. To
+add a table (audit log, deployments...), declare it next to :data:`batch_versions` on
+:data:`metadata`, add a frozen dataclass for its rows and a few methods on :class:`Catalog`;
+``create_all`` creates it in existing databases on the next start.
 
 ``batch_versions`` has one row per distinct content (sha256) of a batch: a file rewritten in
 the landing zone adds a row, and old rows are never deleted, so every version stays
@@ -14,7 +14,10 @@ again without duplicating it.
 
 Several processes (sensor, run workers, the webserver) use the catalog at once. On SQLite
 each connection runs in WAL mode with a busy timeout, and write transactions start with
-``BEGIN IMMEDIATE`` so two writers queue instead of failing with "database is locked".
+``BEGIN IMMEDIATE`` so two writers queue instead of failing with "database is locked". On
+PostgreSQL (several pods on Kubernetes) write transactions take one transaction-level advisory
+lock first, so they queue the same way: ``record_ingestion`` reads the largest ``ingest_seq``
+and writes the next one, which two concurrent READ COMMITTED transactions would both take.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ regimes = sa.Table(
 )
 
 # Every model decision (promote, reject, pending, approve, rollback, deploy), append-only: the
-# database itself refuses UPDATE and DELETE on it (triggers on SQLite, a rule on Postgres).
+# database itself refuses UPDATE and DELETE on it (and TRUNCATE on PostgreSQL) with an error, so
+# a tampering statement fails loudly on either database instead of doing nothing.
 audit_log = sa.Table(
     "audit_log",
     metadata,
@@ -117,9 +121,20 @@ for _statement in ("UPDATE", "DELETE"):
         f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{_statement.lower()} BEFORE {_statement} "
         "ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
     ).execute_if(dialect="sqlite"))
-    sa.event.listen(audit_log, "after_create", sa.DDL(
-        f"CREATE RULE audit_log_no_{_statement.lower()} AS ON {_statement} TO audit_log "
-        "DO INSTEAD NOTHING").execute_if(dialect="postgresql"))
+# A trigger, not a rule: a rule "DO INSTEAD NOTHING" would let the statement succeed silently.
+for _ddl in (
+    "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    # (%% is a literal % in SQLAlchemy DDL: plpgsql then puts the refused operation there.)
+    "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only (%% refused)', TG_OP; END $$",
+    "CREATE TRIGGER audit_log_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+):
+    sa.event.listen(audit_log, "after_create", sa.DDL(_ddl).execute_if(dialect="postgresql"))
+
+# Any constant: the key of the advisory lock that serialises the catalog's PostgreSQL writers.
+POSTGRES_WRITE_LOCK = 0x6865617463617400  # "heatcat"
 
 
 @dataclass(frozen=True)
@@ -233,10 +248,14 @@ class Catalog:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """A write transaction (on SQLite: BEGIN IMMEDIATE, see :func:`_configure_sqlite`)."""
+        """A write transaction: on SQLite BEGIN IMMEDIATE (see :func:`_configure_sqlite`), on
+        PostgreSQL after the catalog's advisory lock; either way writers queue."""
         with self.engine.connect() as connection:
             connection.execution_options(write_transaction=True)
             with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                        POSTGRES_WRITE_LOCK)))
                 yield connection
 
     # -- writes --
