@@ -132,6 +132,7 @@ def pinn_model(context: dg.AssetExecutionContext, config: PINNTrainingConfig,
                 "a spread across members (RMS std)": outcome.spread["rms"]}
                if outcome.spread else {}),
             "iterations": outcome.iterations,
+            "stopped by": outcome.stopped_by,
             "training seconds": round(outcome.wall_time_s, 1),
             "resumed from step": outcome.resumed_from_step,
             "data_version": candidate.data_version,

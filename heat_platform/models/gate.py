@@ -87,7 +87,9 @@ class GateDecision:
     # every contender: label, kind, version, passed, failures, warnings
     competed: list[dict] = field(default_factory=list)
     stale_champion: bool = False  # the champion fails the thresholds on the current data
-    escalate: bool = False  # the PINN failed on its fit: a stronger profile may do better
+    # the PINN failed on its fit, or lost on it (held-out RMSE worse than the served model's by
+    # more than the margin): a stronger profile may do better
+    escalate: bool = False
 
     @property
     def promoted(self) -> bool:
@@ -162,7 +164,10 @@ def decide(experiment: str, candidates: list[Contender], champion: Contender | N
             incumbent = challenger
 
     pinn = next((c for c in candidates if c.kind == "pinn"), candidates[0])
-    escalate = any("noise level" in f or "residual" in f for f in failures_of[pinn.label])
+    escalate = pinn.kind == "pinn" and incumbent is not pinn and (
+        any("noise level" in f or "residual" in f for f in failures_of[pinn.label])
+        or (incumbent is not None and pinn.scores.validation_rmse
+            > incumbent.scores.validation_rmse * (1 + thresholds.min_improvement)))
     if incumbent is None or incumbent is champion:
         if incumbent is None:
             reasons = _why_none_passed(candidates, failures_of) + reasons[:1]

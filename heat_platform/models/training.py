@@ -34,6 +34,7 @@ class TrainingOutcome:
     resumed_from_step: int
     run_url: str
     spread: dict[str, float] | None = None  # ensemble_spread, for an ensemble
+    stopped_by: str = ""  # why training ended: criteria, time budget, converged, iteration cap
 
 
 def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: ProblemSpec, config,
@@ -73,6 +74,7 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
         scores = score_torchscript(artifact, spec, validation)
         mlflow.log_metrics({f"score.{k}": v for k, v in scores.metrics().items()})
         mlflow.log_metrics({"iterations": trained.iterations, "wall_time_s": trained.wall_time_s})
+        mlflow.set_tag("heat_platform.stopped_by", trained.stopped_by)
         if trained.warm_start:
             mlflow.log_metrics({f"warm_start.{k}": v for k, v in trained.warm_start.items()})
 
@@ -113,7 +115,8 @@ def fit_pinn(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: Probl
     )
     return TrainingOutcome(candidate, scores, pngs, trained.iterations, trained.wall_time_s,
                            trained.resumed_from_step,
-                           tracking_store.run_url(experiment_id, run.info.run_id), spread)
+                           tracking_store.run_url(experiment_id, run.info.run_id), spread,
+                           trained.stopped_by)
 
 
 def ensemble_spread(trained, bounds: dict[str, tuple[float, float]]) -> dict[str, float] | None:

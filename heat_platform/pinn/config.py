@@ -64,6 +64,12 @@ class PINNConfig:
     """Weight of the boundary loss on a; used only when the boundary diffusivity is soft."""
     hard_boundary_a: bool = True
     """Impose the spec's boundary diffusivity exactly (True) or through a loss term (False)."""
+    known_conditions: bool = True
+    """Where the spec states them, ask u to take its boundary temperature on the spatial
+    boundary and its initial temperature at t0 (a loss term, in units of the noise level, at
+    points redrawn with the collocation points)."""
+    weight_conditions: float = 1.0
+    """Weight of the known-conditions loss."""
     warm_start_a: bool = False
     """Start a from the classical inversion of the same observations (finite volumes, Laplacian
     Tikhonov penalty, discrepancy principle; seconds) instead of from its prior (a_b or a_ref):
@@ -121,7 +127,8 @@ class PINNConfig:
         for name in ("adam_iterations", "lbfgs_iterations", "resample_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PINNConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("adam_lr", "weight_pde", "weight_data", "weight_boundary_a"):
+        for name in ("adam_lr", "weight_pde", "weight_data", "weight_boundary_a",
+                     "weight_conditions"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PINNConfig.{name} must be > 0, got {getattr(self, name)}")
         if not self.misfit_floor >= 0:
@@ -182,6 +189,7 @@ PROFILES: dict[str, Profile] = {
                    misfit_floor=1.0, n_domain=2000, resample_every=100, warm_start_a=True,
                    freeze_a_steps=500,
                    ensemble=3,  # as many members as 10 minutes hold on the slowest machine seen
+                   max_minutes=12.0,  # an escalation's budget (PINNacle HeatInv: ~4 min)
                    checkpoint_every=500, log_every=100),
     ),
     "quick": Profile("about 40 s, coarse (RMSE ~1.5 noise levels on the demo experiment)",

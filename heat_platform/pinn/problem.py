@@ -29,11 +29,15 @@ from heat_platform.pinn.config import PINNConfig
 from heat_platform.pinn.losses import floored_misfit, heat_residual
 
 BOUNDARY_POINTS = 256  # (x, y) samples on the spatial boundary for the soft boundary loss on a
+CONDITION_POINTS = 256  # samples of each known condition on u (boundary, initial temperature)
 
 
 class HeatData(dde.data.Data):
-    """Observation points first, then collocation points (then, for a soft boundary on a,
-    points on the spatial boundary); one loss term each."""
+    """Observation points first, then collocation points, then (for a soft boundary on a)
+    points on the spatial boundary, then (where the spec knows them and
+    ``config.known_conditions``) points where u is known: the spatial boundary (its boundary
+    temperature) and the initial time (its initial temperature); one loss term each, named in
+    :attr:`term_names`."""
 
     def __init__(
         self,
@@ -67,6 +71,14 @@ class HeatData(dde.data.Data):
         self.soft_boundary = (
             spec.boundary_diffusivity is not None and not config.hard_boundary_a
         )
+        # known values of u, weighed like readings at the typical noise level: u = g on the
+        # spatial boundary, u = u0 at t0, where the problem.yaml states them
+        self.conditions = [name for name in ("boundary_temperature", "initial_temperature")
+                           if config.known_conditions and getattr(spec, name) is not None]
+        self.condition_sigma = float(torch.sqrt(torch.mean(self.sigma**2)))
+        self.term_names = ["loss_pde", "loss_data"]
+        self.term_names += ["loss_boundary_a"] if self.soft_boundary else []
+        self.term_names += ["loss_conditions"] if self.conditions else []
         self.last_losses = None
         self.resample()
 
@@ -74,12 +86,29 @@ class HeatData(dde.data.Data):
         self.collocation = self.rng.uniform(self.lo, self.hi, (self.config.n_domain, 3))
         if self.soft_boundary:
             self.boundary = boundary_points(self.bounds, BOUNDARY_POINTS, self.rng)
+        if self.conditions:
+            self.known = self._condition_points()
         self._batch = None
+
+    def _condition_points(self) -> np.ndarray:
+        """Points (x, y, t) with the known u as a 4th column."""
+        parts = []
+        if "boundary_temperature" in self.conditions:
+            points = boundary_points(self.bounds, CONDITION_POINTS, self.rng)
+            g = self.spec.boundary_temperature(x=points[:, 0], y=points[:, 1], t=points[:, 2])
+            parts.append(np.column_stack([points, np.broadcast_to(g, len(points))]))
+        if "initial_temperature" in self.conditions:
+            points = self.rng.uniform(self.lo, self.hi, (CONDITION_POINTS, 3))
+            points[:, 2] = self.lo[2]
+            u0 = self.spec.initial_temperature(x=points[:, 0], y=points[:, 1])
+            parts.append(np.column_stack([points, np.broadcast_to(u0, len(points))]))
+        return np.concatenate(parts)
 
     def get_state(self) -> dict:
         return {
             "collocation": torch.from_numpy(self.collocation),
             "boundary": torch.from_numpy(self.boundary) if self.soft_boundary else None,
+            "known": torch.from_numpy(self.known) if self.conditions else None,
             "rng": json.dumps(self.rng.bit_generator.state),
         }
 
@@ -87,6 +116,8 @@ class HeatData(dde.data.Data):
         self.collocation = state["collocation"].numpy()
         if self.soft_boundary:
             self.boundary = state["boundary"].numpy()
+        if self.conditions:
+            self.known = state["known"].numpy()
         self.rng.bit_generator.state = json.loads(state["rng"])
         self._batch = None
 
@@ -94,7 +125,10 @@ class HeatData(dde.data.Data):
         if self._batch is None:
             parts = [self.observed, self.collocation]
             parts += [self.boundary] if self.soft_boundary else []
+            parts += [self.known[:, :3]] if self.conditions else []
             self._batch = np.concatenate(parts).astype(self.real)
+            self._known_u = (torch.as_tensor(self.known[:, 3], dtype=torch.get_default_dtype())
+                             if self.conditions else None)
         return self._batch, self.u_observed
 
     def test(self):
@@ -109,9 +143,14 @@ class HeatData(dde.data.Data):
         r = r[0 if self.config.pde_at_observations else n_obs : n_pde]
         misfit = (u[:n_obs] - targets[:, 0]) / self.sigma
         losses = [torch.mean(r**2), torch.mean(misfit**2)]
+        n_soft = n_pde + (len(self.boundary) if self.soft_boundary else 0)
         if self.soft_boundary:
-            a_b = self.spec.boundary_diffusivity(x=points[n_pde:, 0], y=points[n_pde:, 1])
-            losses.append(torch.mean(((a[n_pde:] - a_b) / a_b) ** 2))
+            a_b = self.spec.boundary_diffusivity(x=points[n_pde:n_soft, 0],
+                                                 y=points[n_pde:n_soft, 1])
+            losses.append(torch.mean(((a[n_pde:n_soft] - a_b) / a_b) ** 2))
+        if self.conditions:
+            known = self._known_u.to(u.device, u.dtype)
+            losses.append(torch.mean(((u[n_soft:] - known) / self.condition_sigma) ** 2))
         if model.net.training:  # the training batch; DeepXDE's test copy of it goes stale
             self.last_losses = torch.stack(losses).detach()  # logged: before any floor
         if self.config.misfit_floor:

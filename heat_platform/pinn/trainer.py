@@ -73,7 +73,7 @@ class TrainedPINN:
     resumed_from_step: int = 0  # > 0 when training continued from a checkpoint
     warm_start: dict[str, float] | None = None  # how a was started (config.warm_start_a)
     members: tuple[torch.nn.Module, ...] = ()  # an ensemble's members, merged into ``net``
-    stopped_by: str = "iterations"  # or criteria, time budget, converged (config.stop_patience)
+    stopped_by: str = "iteration cap"  # or criteria, time budget, converged
 
     @property
     def spec_name(self) -> str:
@@ -242,6 +242,8 @@ def _train_network(spec, train: Observations, scaling: Scaling, config: PINNConf
         weights = [config.weight_pde, config.weight_data]
         if data.soft_boundary:
             weights.append(config.weight_boundary_a)
+        if data.conditions:
+            weights.append(config.weight_conditions)
 
         if phase == "adam" and config.adam_iterations > step:
             decay = None
@@ -289,7 +291,9 @@ def _train_network(spec, train: Observations, scaling: Scaling, config: PINNConf
         fingerprint=fingerprint,
         resumed_from_step=saved["step"] if saved is not None else 0,
         warm_start=monitor.warm_start,
-        stopped_by=monitor.stopped_by or "iterations",
+        stopped_by=monitor.stopped_by or (
+            "iteration cap" if monitor.step >= config.adam_iterations + config.lbfgs_iterations
+            else "converged"),
     )
 
 class Monitor(dde.callbacks.Callback):
@@ -377,7 +381,7 @@ class Monitor(dde.callbacks.Callback):
         return self.without_gain >= patience
 
     def loss_terms(self, values) -> dict[str, float]:
-        names = ["loss_pde", "loss_data", "loss_boundary_a"]
+        names = self.model.data.term_names
         return {name: float(value) for name, value in zip(names, values, strict=False)}
 
     def metrics(self) -> dict[str, float]:

@@ -149,3 +149,11 @@ def test_a_fit_far_below_the_noise_is_flagged(spec):
     decision = judge(spec, dataclasses.replace(GOOD, rmse_to_noise=0.45))
     assert decision.promoted  # flagged, not refused
     assert "declared noise level looks larger" in decision.competed[0]["warnings"][0]
+
+
+def test_a_pinn_that_loses_on_its_fit_is_escalated_not_one_that_loses_on_a(spec):
+    beaten = kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0110, rel_l2_a=0.01))
+    assert beaten.candidate_kind == "classical" and beaten.escalate  # 10 % worse held-out RMSE
+    close = kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0101, rel_l2_a=0.2))
+    assert close.candidate_kind == "classical" and not close.escalate  # lost on a, not on fit
+    assert not kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0090)).escalate  # it won
