@@ -43,6 +43,7 @@ dev: $(STAMP)
 	$(BIN)/heat-platform init
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Serves the champions on 127.0.0.1:3100 behind HAProxy (apt-get install haproxy).
 serve: $(STAMP)
 	$(BIN)/heat-platform serve
 
@@ -51,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pinn_accuracy.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving_faults.py
 	$(BIN)/python bench/drift.py
 
 lint: $(STAMP)

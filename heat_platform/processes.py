@@ -1,5 +1,13 @@
-"""Child process groups the platform starts (`bentoml serve`, `dagster-daemon`, the serving
-proxy): stop them whole, find what is left of them."""
+"""Child processes the platform starts (`bentoml serve`, `dagster-daemon`, the serving proxy):
+stop them whole, find what is left of them.
+
+A process group is not always whole: BentoML's arbiter (circus) starts each of its workers in a
+session of its own, so a signal to the arbiter's group reaches the arbiter only, and workers
+whose arbiter was killed live on, reparented to init. What finds them is an environment
+variable: a child started with ``PROCESS_TAG=<tag>`` passes it to every process it starts, and
+:func:`tagged_processes` finds them all by it, wherever they moved, even from another process
+after a crash.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,10 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
+
+PROCESS_TAG = "HEAT_PLATFORM_PROCESS_TAG"
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float, kill_wait_s: float = 5.0,
@@ -30,16 +41,52 @@ def stop_process_group(process: subprocess.Popen, grace_s: float, kill_wait_s: f
         raise TimeoutError(f"process group {group} still has {group_members(group)} after SIGKILL")
 
 
-def kill_process_group(group: int, wait_s: float = 5.0) -> list[int]:
-    """SIGKILL every process of a group that is not our child (an orphan of a crashed run);
-    returns the pids that were killed once none of them is left."""
-    members = group_members(group)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    deadline = time.monotonic() + wait_s
-    while group_members(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return members
+def new_process_tag() -> str:
+    """A fresh tag for the processes of one child (see :func:`tagged_processes`)."""
+    return uuid.uuid4().hex
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Pids of the live (not zombie) processes started with ``PROCESS_TAG=<tag>`` in their
+    environment: a child and every process it started, in whatever session or parent."""
+    needle = f"{PROCESS_TAG}={tag}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def stop_processes(pids: list[int], grace_s: float, kill_wait_s: float = 5.0) -> list[int]:
+    """SIGTERM ``pids`` (not children of ours: orphans), SIGKILL those left after ``grace_s``;
+    returns those that were still there to stop."""
+    alive = [pid for pid in pids if _exists(pid)]
+    for signal_number, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal_number)
+        deadline = time.monotonic() + wait_s
+        while any(_exists(pid) for pid in alive) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not any(_exists(pid) for pid in alive):
+            break
+    return alive
+
+
+def _exists(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie is not)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def group_members(group: int) -> list[int]:
@@ -52,15 +99,6 @@ def group_members(group: int) -> list[int]:
             if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == group:
                 members.append(process.pid)
     return members
-
-
-def command_line(pid: int) -> str:
-    """A process's command line ("" when it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _wait_for_group(process: subprocess.Popen, timeout_s: float) -> bool:

@@ -192,13 +192,19 @@ SERVING_BASICS = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "T
                   "BENTOML_CONFIG")
 
 
+def system_environment(**variables: str) -> dict[str, str]:
+    """:data:`SERVING_BASICS` from this process's environment, then ``variables``: the whole
+    environment of a child that needs nothing of the platform's (the serving proxy)."""
+    return {**{name: os.environ[name] for name in SERVING_BASICS if name in os.environ},
+            **variables}
+
+
 def serving_environment(settings: ServingSettings, **variables: str) -> dict[str, str]:
     """The whole environment of a serving process: :data:`SERVING_BASICS` from this one, the
     library switches, ``settings`` as ``HEAT_SERVING_*`` variables, then ``variables``. It reads
     no dotenv file itself (``HEAT_PLATFORM_ENV_FILE`` empty): ``settings`` already hold it."""
-    basics = {name: os.environ[name] for name in SERVING_BASICS if name in os.environ}
-    return {**basics, **LIBRARY_DEFAULTS, ENV_FILE_VARIABLE: "", **settings.environment(),
-            **variables}
+    return system_environment(**LIBRARY_DEFAULTS, **{ENV_FILE_VARIABLE: ""},
+                              **settings.environment(), **variables)
 
 
 def child_environment(**variables: str) -> dict[str, str]:

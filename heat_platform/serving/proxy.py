@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heat_platform.polling import wait_until
-from heat_platform.processes import log_tail, stop_process_group
+from heat_platform.processes import (
+    PROCESS_TAG,
+    log_tail,
+    new_process_tag,
+    stop_process_group,
+    stop_processes,
+    tagged_processes,
+)
+from heat_platform.settings import system_environment
 
 BINARY = "haproxy"
 SLOTS = ("blue", "green")
@@ -156,7 +164,7 @@ defaults
     # Every endpoint is a pure function of its request: a request is sent again when the
     # connection to the backend failed or closed before any answer (a keep-alive race).
     retries 2
-    retry-on conn-failure empty-response
+    retry-on conn-failure empty-response junk-response
     option redispatch 1
     errorfiles heat-json
 
@@ -220,6 +228,7 @@ class Proxy:
     admin_socket: Path
     log_path: Path
     config: ProxyConfig
+    tag: str  # heat_platform.processes.PROCESS_TAG of its processes
     routed: set[str] = field(default_factory=set)  # slots that take or drain requests
 
     @classmethod
@@ -231,11 +240,13 @@ class Proxy:
         admin.unlink(missing_ok=True)
         config_path = write_config(directory, config, admin)
         log_path = directory / "haproxy.log"
+        tag = new_process_tag()
         with log_path.open("ab") as log:
             process = subprocess.Popen([binary, "-W", "-db", "-f", str(config_path)],
                                        stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        proxy = cls(process, directory, admin, log_path, config)
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       env=system_environment(**{PROCESS_TAG: tag}))
+        proxy = cls(process, directory, admin, log_path, config, tag)
         try:
             wait_until(proxy.ready, timeout_s=timeout_s, interval_s=0.05,
                        what=f"haproxy on {config.host}:{config.port}",
@@ -319,6 +330,7 @@ class Proxy:
         import signal
 
         stop_process_group(self.process, grace_s=grace_s, stop_signal=signal.SIGUSR1)
+        stop_processes(tagged_processes(self.tag), grace_s=1.0)
         if self.admin_socket.parent != self.directory:
             shutil.rmtree(self.admin_socket.parent, ignore_errors=True)
 

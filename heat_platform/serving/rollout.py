@@ -40,7 +40,7 @@ from pathlib import Path
 
 from heat_platform.files import atomic_write
 from heat_platform.paths import PlatformPaths
-from heat_platform.processes import command_line, group_members, kill_process_group
+from heat_platform.processes import stop_processes, tagged_processes
 from heat_platform.serving.logs import DAY_S, prune, rotate
 from heat_platform.serving.proxy import SLOTS, Proxy, ProxyConfig
 from heat_platform.serving.server import LOG_PATTERNS, BentoServer
@@ -117,6 +117,7 @@ class Backend:
     restart: bool  # started again after the live backend died (else a rollout)
     started: float = field(default_factory=time.monotonic)
     live_since: float | None = None
+    orphaned: bool = False  # its arbiter died, its workers still answer: being replaced
 
     @property
     def bento(self) -> str:
@@ -218,6 +219,18 @@ class Supervisor:
             if live.live_since is not None and now - live.live_since >= STABLE_AFTER_S:
                 self.restart_backoff.reset()
             return
+        if not live.orphaned and live.server.ready(timeout_s=1.0):
+            # BentoML's arbiter died alone: its workers still answer on its socket, so they
+            # go on serving until a replacement is ready, which then takes over (blue/green)
+            log.error("the arbiter of the live backend %s (pid %d) exited with %s; its workers "
+                      "still answer: starting a replacement", live.bento,
+                      live.server.process.pid, live.server.process.returncode)
+            live.orphaned = True
+            self.crashed = live.deployment
+            self.restart_backoff.failed(now)
+            return
+        if live.orphaned and live.server.ready(timeout_s=0.5):
+            return  # orphaned workers answer until the replacement is live
         log.error("the live backend %s (pid %d) exited with %s; starting it again\n%s",
                   live.bento, live.server.process.pid, live.server.process.returncode,
                   live.server.log_tail(10))
@@ -263,7 +276,8 @@ class Supervisor:
                 and (self.crashed is None or desired["bento"] != self.crashed["bento"]) \
                 and self._rollout_backoff(desired).due(now):
             self._start(desired, restart=False)
-        elif self.live is None and self.crashed is not None and self.restart_backoff.due(now):
+        elif (self.live is None or self.live.orphaned) and self.crashed is not None \
+                and self.restart_backoff.due(now):
             self._start(self.crashed, restart=True)
 
     def _start(self, deployment: dict, restart: bool) -> None:
@@ -336,26 +350,26 @@ class Supervisor:
 
     def _record_processes(self) -> None:
         """Record the process groups this supervisor owns (for the next one, after a crash)."""
-        groups = []
-        if self.proxy is not None and self.proxy.alive():
-            groups.append({"role": "proxy", "group": self.proxy.process.pid, "marker": "haproxy"})
+        started = []
+        if self.proxy is not None:
+            started.append({"role": "proxy", "tag": self.proxy.tag,
+                            "pid": self.proxy.process.pid})
         for backend in (self.live, self.starting):
             if backend is not None:
-                groups.append({"role": "backend", "group": backend.server.process.pid,
-                               "marker": "bentoml", "bento": backend.bento})
+                started.append({"role": "backend", "tag": backend.server.tag,
+                                "pid": backend.server.process.pid, "bento": backend.bento})
         self._write(processes_path(self.paths),
-                    {"supervisor_pid": os.getpid(), "groups": groups})
+                    {"supervisor_pid": os.getpid(), "processes": started})
 
     def _kill_orphans(self) -> None:
-        """Kill the process groups a previous supervisor recorded and left behind."""
+        """Stop every process of what a previous supervisor recorded and left behind."""
         record = read_json(processes_path(self.paths)) or {}
-        for group in record.get("groups", []):
-            members = group_members(group["group"])
-            if members and any(group["marker"] in command_line(pid) for pid in members):
-                killed = kill_process_group(group["group"])
-                log.warning("killed %d processes of a %s left by an earlier `heat-platform "
-                            "serve` (pid %s): %s", len(killed), group["role"],
-                            record.get("supervisor_pid"), killed)
+        for child in record.get("processes", []):
+            left = stop_processes(tagged_processes(child["tag"]), grace_s=2.0)
+            if left:
+                log.warning("stopped %d processes of a %s left by an earlier `heat-platform "
+                            "serve` (pid %s): %s", len(left), child["role"],
+                            record.get("supervisor_pid"), left)
         with contextlib.suppress(FileNotFoundError):
             processes_path(self.paths).unlink()
 
@@ -369,8 +383,10 @@ class Supervisor:
         state = {"url": self.url, "status": status, "bento": deployment["bento"],
                  "backend": live.server.url if live else None,
                  "backend_pid": live.server.process.pid if live else None,
+                 "backend_tag": live.server.tag if live else None,
                  "supervisor_pid": os.getpid(),
                  "proxy_pid": self.proxy.process.pid if self.proxy else None,
+                 "proxy_tag": self.proxy.tag if self.proxy else None,
                  "since": time.time(), "switches": self.switches, "restarts": self.restarts,
                  "deployment": deployment}
         if ready_after is not None:

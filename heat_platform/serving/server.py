@@ -1,8 +1,10 @@
-"""`bentoml serve` processes: start on a loopback port, wait until ready, stop the whole group.
+"""`bentoml serve` processes: start on a loopback port, wait until ready, stop every process.
 
 A server gets only the environment it needs (:func:`heat_platform.settings.serving_environment`):
 the system's basics and its ``HEAT_SERVING_*`` settings, resolved here from the environment and
-the dotenv file, never the platform's database URL, webhook or credentials.
+the dotenv file, never the platform's database URL, webhook or credentials; and a process tag
+(heat_platform/processes.py), by which its workers are found and stopped even when its arbiter
+died first (BentoML starts each worker in a session of its own).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 import httpx
 
 from heat_platform.polling import wait_until
-from heat_platform.processes import log_tail, stop_process_group
+from heat_platform.processes import (
+    PROCESS_TAG,
+    log_tail,
+    new_process_tag,
+    stop_process_group,
+    stop_processes,
+    tagged_processes,
+)
 from heat_platform.serving.logs import DAY_S, prune
 from heat_platform.settings import ServingSettings, serving_environment
 
@@ -39,6 +48,7 @@ class BentoServer:
     port: int
     process: subprocess.Popen
     log_path: Path
+    tag: str = ""
     host: str = "127.0.0.1"
     api_key: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -63,8 +73,9 @@ class BentoServer:
         log_dir.mkdir(parents=True, exist_ok=True)
         prune(log_dir, LOG_PATTERNS, settings.log_retention_days * DAY_S)
         log_path = log_dir / f"bentoml-{port}-{int(time.time())}.log"
+        tag = new_process_tag()
         environment = serving_environment(settings, BENTOML_HOME=str(bentoml_home),
-                                          **(env or {}))
+                                          **{PROCESS_TAG: tag}, **(env or {}))
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [str(Path(sys.executable).with_name("bentoml")), "serve", bento,
@@ -72,7 +83,7 @@ class BentoServer:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
                 cwd=str(working_dir) if working_dir else None, start_new_session=True,
             )
-        return cls(bento=bento, port=port, process=process, log_path=log_path,
+        return cls(bento=bento, port=port, process=process, log_path=log_path, tag=tag,
                    api_key=environment.get("HEAT_SERVING_API_KEY") or None)
 
     def wait_ready(self, timeout: float = 120.0) -> float:
@@ -102,10 +113,15 @@ class BentoServer:
             raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n"
                                f"{self.log_tail()}")
 
+    def members(self) -> list[int]:
+        """Every live process of this server: the arbiter and its workers, orphaned or not."""
+        return tagged_processes(self.tag)
+
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the process group (graceful: in-flight requests finish), SIGKILL after grace;
-        workers left behind by an arbiter that died first are stopped too."""
+        """SIGTERM the arbiter (graceful: it stops its workers once their requests are done),
+        SIGKILL after ``grace``; workers an arbiter that died first left behind are stopped too."""
         stop_process_group(self.process, grace_s=grace)
+        stop_processes(self.members(), grace_s=min(grace, 5.0))
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log_path, lines)
