@@ -19,14 +19,17 @@ used by the client, the server under test, the idle servers and the machine, and
 average; ``model_only_one_thread`` is the network alone. The load comes from one spawned
 process (asyncio + aiohttp on uvloop) sharing the machine's cores with the servers.
 
-Run from the repository root:
-    .venv/bin/python bench/serving.py                 # ~6 min -> bench/results/serving.json
-    .venv/bin/python bench/serving.py --quick --out /tmp/serving.json      # smoke run, ~1.5 min
-    .venv/bin/python bench/serving.py --default-only --duration 15
+Run from the repository root (the user path needs HAProxy: apt-get install haproxy):
+    .venv/bin/python bench/serving.py                 # ~11 min -> bench/results/serving.json
+    .venv/bin/python bench/serving.py --quick --out /tmp/serving.json      # smoke run, ~3 min
+    .venv/bin/python bench/serving.py --default-only  # served, bento, its no-access-log variant
+                                                      # and naive: ~8 min
     .venv/bin/python bench/serving.py --bento-config threads2:HEAT_SERVING_TORCH_THREADS=2
 Options: --duration S (measured seconds per scenario, 8), --max-requests N, --warmup N,
 --bento-config LABEL:K=V,... (repeatable), --default-only, --quick, --out PATH. Writes the
-figures, the targets' pass/fail and the machine's facts to --out (bench/results/serving.json).
+figures, the user path against the direct bento (``headline``), the targets' pass/fail and the
+machine's facts to --out (bench/results/serving.json). One run per scenario is a draw on a
+shared 2-core machine: bench/serving_trials.py --served repeats the user path's comparison.
 
 History and figures: bench/RESULTS.md#serving
 """

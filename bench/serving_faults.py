@@ -7,7 +7,7 @@ go). Load comes from threads of keep-alive clients in this process (GET /predict
 paced or back to back), every answer recorded with its time; a sampler records the resident
 memory of the proxy, of the backends and of the supervisor every 0.25 s. Scenarios, in turn:
 
-* ``kill_backend``: ``kill -9`` of the live backend's whole process group, ``--kills`` times, 4
+* ``kill_backend``: ``kill -9`` of every process of the live backend, ``--kills`` times, 4
   clients x 20 requests/s (the load of issue 24's measurement). Per kill: failed requests and
   the seconds from the kill to the first answer after it (recovery);
 * ``kill_arbiter``: ``kill -9`` of BentoML's arbiter alone (its workers orphaned), twice: the
@@ -103,20 +103,25 @@ class Memory:
         self.thread.start()
 
     def _run(self) -> None:
+        while not self.stop_event.wait(0.25):
+            for role, value in self.current(raw=True).items():
+                self.peak[role] = max(self.peak.get(role, 0), value)
+
+    def current(self, raw: bool = False) -> dict:
+        """Resident memory of each role now (MiB, or bytes with ``raw``)."""
         import psutil
 
-        while not self.stop_event.wait(0.25):
-            totals: dict[str, int] = {}
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(self.supervisor)
-                for process in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        command = " ".join(process.cmdline())
-                        role = ("supervisor" if process.pid == self.supervisor else "proxy"
-                                if "haproxy" in command else "backends")
-                        totals[role] = totals.get(role, 0) + process.memory_info().rss
-            for role, value in totals.items():
-                self.peak[role] = max(self.peak.get(role, 0), value)
+        totals: dict[str, int] = {}
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.supervisor)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    command = " ".join(process.cmdline())
+                    role = ("supervisor" if process.pid == self.supervisor else "proxy"
+                            if "haproxy" in command else "backends")
+                    totals[role] = totals.get(role, 0) + process.memory_info().rss
+        return totals if raw else {role: round(value / MiB, 1)
+                                   for role, value in sorted(totals.items())}
 
     def take(self) -> dict[str, float]:
         """Peaks since the last take, in MiB."""
@@ -173,6 +178,13 @@ class Served:
                 raise RuntimeError(f"no live backend:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.05)
 
+    def live_backends(self) -> list[int]:
+        """Pids of the `bentoml serve` arbiters under the supervisor."""
+        import psutil
+
+        return [child.pid for child in psutil.Process(self.process.pid).children()
+                if "bentoml" in " ".join(child.cmdline())]
+
     def stop(self) -> None:
         from heat_platform.processes import stop_process_group
 
@@ -189,6 +201,8 @@ def failures(outcomes: list[tuple[float, int]], start: float, end: float) -> dic
 
 
 def kill_backend(served: Served, memory: Memory, kills: int) -> dict:
+    from heat_platform.processes import tagged_processes
+
     load = Load(served.url, clients=4, rate=20)
     runs = []
     try:
@@ -197,13 +211,18 @@ def kill_backend(served: Served, memory: Memory, kills: int) -> dict:
             before = served.wait_live()
             memory.take()
             killed_at = time.monotonic()
-            os.killpg(before["backend_pid"], signal.SIGKILL)
+            # every process of the backend: its arbiter and its workers, which BentoML starts
+            # in sessions of their own (a signal to the arbiter's group reaches it alone)
+            for pid in tagged_processes(before["backend_tag"]):
+                os.kill(pid, signal.SIGKILL)
             after = served.wait_live(lambda s, pid=before["backend_pid"]: s["backend_pid"] != pid)
-            while not any(at > killed_at and status == 200 for at, status in list(load.outcomes)):
-                time.sleep(0.01)
-            answered = min(at for at, status in list(load.outcomes)
-                           if at > killed_at and status == 200)
             load.wait_ok(400)  # 5 s of normal service before the next kill
+            outcomes = [(at, status) for at, status in list(load.outcomes) if at >= killed_at]
+            last_failure = max((at for at, status in outcomes if status != 200),
+                               default=killed_at)
+            # recovered: the first answer after the last failure (answers to requests that were
+            # in flight at the kill can come before the failures)
+            answered = min(at for at, status in outcomes if status == 200 and at > last_failure)
             runs.append({**failures(load.outcomes, killed_at, time.monotonic()),
                          "recovery_s": round(answered - killed_at, 2),
                          "ready_after_s": after.get("ready_after_s"),
@@ -310,6 +329,10 @@ def hostile(served: Served, memory: Memory, seconds: float) -> dict:
     }
     load = Load(served.url, clients=4, rate=20)
     load.wait_ok(100)
+    served.wait_live()
+    while len(served.live_backends()) > 1:  # the last switch's old backend still stopping
+        time.sleep(0.5)
+    before = memory.current()
     memory.take()
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(kind, head, pieces, pause), daemon=True)
@@ -323,7 +346,8 @@ def hostile(served: Served, memory: Memory, seconds: float) -> dict:
     outcomes = load.stop()
     return {"seconds": seconds, "hostile_connections": {k: v[0] for k, v in kinds.items()},
             "answers_to_hostile_clients": answers, "normal_clients": "4 x 20/s",
-            **failures(outcomes, started, float("inf")), "peak_memory_mib": memory.take()}
+            **failures(outcomes, started, float("inf")), "memory_before_mib": before,
+            "peak_memory_mib": memory.take()}
 
 
 def build_bentos(workdir: Path) -> tuple[Path, dict[str, str]]:

@@ -460,6 +460,8 @@ def serve(paths: PlatformPaths, host: str = "127.0.0.1", port: int = 3100,
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request at INFO; the supervisor's own probes are not news
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
