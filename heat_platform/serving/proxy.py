@@ -21,8 +21,8 @@ What the proxy enforces before a backend sees anything, from the serving setting
 * no per-request log unless ``HEAT_SERVING_PROXY_ACCESS_LOG=1``.
 
 Every answer the proxy writes itself is JSON in the service's error shape
-(``{"error": ..., "detail": ...}``), and every answer carries ``x-heat-bento``, the bento that
-answered (or none when the proxy did).
+(``{"error": ..., "detail": ...}``); every answer of a backend carries ``x-heat-bento``, the
+bento that answered.
 """
 
 from __future__ import annotations
