@@ -30,19 +30,10 @@ demo: $(STAMP)
 	$(BIN)/heat-platform demo
 
 # Debian packages the tests use, installed when missing (CI runs as root; .ci/run calls this):
-# PostgreSQL, whose binaries the deploy tests run as throwaway servers. No cluster is created,
-# so nothing is left running.
+# PostgreSQL (the deploy tests run throwaway servers; no cluster is created) and HAProxy (in
+# front of the model servers in `heat-platform serve`). The list is in .ci/system-deps.
 system-deps:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then \
-	  echo "PostgreSQL: found"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  mkdir -p /etc/postgresql-common/createcluster.d && \
-	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/heat-platform.conf && \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
-	  || echo "WARNING: could not install PostgreSQL; its tests will be skipped"; \
-	else \
-	  echo "WARNING: PostgreSQL missing; as root: make system-deps (its tests will be skipped)"; \
-	fi
+	@.ci/system-deps
 
 # Runs lint, the import contracts and the whole test suite (CI calls this through .ci/run).
 test: lint
@@ -58,6 +49,7 @@ dev: $(STAMP)
 	$(BIN)/heat-platform init
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Serves the champions on 127.0.0.1:3100 behind HAProxy (apt-get install haproxy).
 serve: $(STAMP)
 	$(BIN)/heat-platform serve
 
@@ -66,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pinn_accuracy.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving_faults.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/step_costs.py
 

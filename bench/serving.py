@@ -1,11 +1,16 @@
-"""Latency and throughput of the BentoML heat service, side by side with a naive FastAPI baseline.
+"""Latency and throughput of the heat service as users reach it, beside the bento it proxies and a
+naive FastAPI baseline.
 
 A tiny PINN (the ``fast`` profile's network sizes, 20 Adam steps: accuracy does not matter for
-latency) is trained on PINNacle HeatInv, exported to TorchScript and served by ``bento`` (the
-platform's bento under ``bentoml serve``, default settings; the targets are judged on it), by
-labelled bento variants (``EXTRA_CONFIGS`` or ``--bento-config``) and by ``naive`` /
+latency) is trained on PINNacle HeatInv, exported to TorchScript and served by ``served`` (the
+user path: `heat-platform serve`, HAProxy in front of the platform's bento, serve's defaults; the
+headline figures are its), by ``bento`` (the same bento under a bare ``bentoml serve``, default
+settings; the historical targets are judged on it), by labelled bento variants
+(``EXTRA_CONFIGS`` or ``--bento-config``; ``no-access-log`` is the bento configured as serve
+configures its backend, always measured: the user path is judged against it) and by ``naive`` /
 ``naive-workers<cores>`` (bench/naive_service.py under uvicorn). All servers listen on 127.0.0.1
-for the whole run; each scenario runs against every service in turn. Scenarios: GET
+for the whole run; each scenario runs against every service in turn, from the same load
+generator. Scenarios: GET
 /predict-temperature (one point), POST /predict (1000 points, JSON) and, bento only, POST
 /predict-binary (the same points as float32), at 1, 16 and 64 closed-loop clients, then one
 point and JSON at 1 client again ("after_load", not judged). Per scenario and service:
@@ -14,14 +19,17 @@ used by the client, the server under test, the idle servers and the machine, and
 average; ``model_only_one_thread`` is the network alone. The load comes from one spawned
 process (asyncio + aiohttp on uvloop) sharing the machine's cores with the servers.
 
-Run from the repository root:
-    .venv/bin/python bench/serving.py                 # ~6 min -> bench/results/serving.json
-    .venv/bin/python bench/serving.py --quick --out /tmp/serving.json      # smoke run, ~1.5 min
-    .venv/bin/python bench/serving.py --default-only --duration 15
+Run from the repository root (the user path needs HAProxy: apt-get install haproxy):
+    .venv/bin/python bench/serving.py                 # ~11 min -> bench/results/serving.json
+    .venv/bin/python bench/serving.py --quick --out /tmp/serving.json      # smoke run, ~3 min
+    .venv/bin/python bench/serving.py --default-only  # served, bento, its no-access-log variant
+                                                      # and naive: ~8 min
     .venv/bin/python bench/serving.py --bento-config threads2:HEAT_SERVING_TORCH_THREADS=2
 Options: --duration S (measured seconds per scenario, 8), --max-requests N, --warmup N,
 --bento-config LABEL:K=V,... (repeatable), --default-only, --quick, --out PATH. Writes the
-figures, the targets' pass/fail and the machine's facts to --out (bench/results/serving.json).
+figures, the user path against the direct bento (``headline``), the targets' pass/fail and the
+machine's facts to --out (bench/results/serving.json). One run per scenario is a draw on a
+shared 2-core machine: bench/serving_trials.py --served repeats the user path's comparison.
 
 History and figures: bench/RESULTS.md#serving
 """
@@ -49,6 +57,10 @@ from pathlib import Path
 from machine import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
+# The direct bento configured like the backends of `heat-platform serve` (no access log): the
+# user path is judged against it, so the proxy's cost is what the ratio shows.
+USER_PATH_BASELINE = "bento-no-access-log"
+USER_PATH_TARGETS = {"p95_ratio_max": 1.25, "throughput_ratio_min": 0.8}
 BENCH_DIR = Path(__file__).resolve().parent
 EXPERIMENT = "bench-heatinv"
 BATCH_POINTS = 1000
@@ -186,6 +198,54 @@ def _front_workers(pid: int) -> int:
                if "_bentoml_impl.worker" in " ".join(child.cmdline()))
 
 
+def start_served(bento: str, store: Path, workdir: Path, log_dir: Path) -> Service:
+    """`heat-platform serve` on its own platform home, serving ``bento`` (copied from ``store``),
+    with serve's defaults and the bench's backend settings (model workers, threads, points)."""
+    from heat_platform.paths import PlatformPaths
+    from heat_platform.processes import stop_process_group
+    from heat_platform.serving.proxy import find_binary
+    from heat_platform.serving.rollout import live_state_path, read_json, write_desired_deployment
+    from heat_platform.serving.server import free_port
+
+    paths = PlatformPaths(workdir / "served-home")
+    shutil.copytree(store, paths.bentoml_home)
+    write_desired_deployment(paths, {"bento": bento, "default": EXPERIMENT,
+                                     "published_at": time.time()})
+    port = free_port()
+    backend = {"HEAT_SERVING_MODEL_WORKERS": "1", "HEAT_SERVING_TORCH_THREADS": str(TORCH_THREADS),
+               "HEAT_SERVING_MAX_POINTS": str(MAX_POINTS)}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HEAT_SERVING_")},
+           **backend, "HEAT_PLATFORM_ENV_FILE": ""}
+    command = [str(Path(sys.executable).with_name("heat-platform")), "--home", str(paths.home),
+               "serve", "--port", str(port)]
+    log_path = log_dir / f"served-{port}.log"
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+
+    def stop() -> None:
+        stop_process_group(process, grace_s=60)
+
+    while (read_json(live_state_path(paths)) or {}).get("status") != "live":
+        if process.poll() is not None or time.monotonic() - started > 240:
+            stop()
+            raise RuntimeError(f"heat-platform serve not live:\n"
+                               f"{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.25)
+    live = read_json(live_state_path(paths))
+    haproxy = subprocess.run([find_binary(), "-v"], capture_output=True, text=True,
+                             check=False).stdout.splitlines()[0]
+    settings = {"server": "heat-platform serve: HAProxy in front of bentoml serve",
+                "command": "heat-platform --home <tmp> serve --port <free port>",
+                "env": backend, "haproxy": haproxy, "backend": live["backend"],
+                "notes": ("serve's defaults: backend access log off, the sampled serving log "
+                          "on (HEAT_SERVING_LOG_SAMPLE 0.25 into <home>/serving/log), one "
+                          "HAProxy thread, keep-alive to the backend")}
+    return Service("served", "served", f"http://127.0.0.1:{port}", process.pid, settings, stop,
+                   round(time.monotonic() - started, 1))
+
+
 def start_naive(model: Path, log_dir: Path, workers: int = 1) -> Service:
     from heat_platform.processes import stop_process_group
     from heat_platform.serving.server import free_port
@@ -236,7 +296,7 @@ def same_answers(services: list[Service]) -> dict:
         single = httpx.get(f"{service.url}/predict-temperature",
                            params=dict(zip("xyt", points[0], strict=True)), timeout=30).json()
         answers[service.label] = batch["u"] + [single["u"]]
-        if service.kind == "bento":  # the raw float32 route answers the same (float32) u
+        if service.kind != "naive":  # the raw float32 route answers the same (float32) u
             raw = httpx.post(f"{service.url}/predict-binary", timeout=30,
                              content=np.asarray(points, "<f4").tobytes(),
                              headers={"content-type": "application/octet-stream"}).content
@@ -282,7 +342,10 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, dict[str, float]]:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     times, command = process.cpu_times(), " ".join(process.cmdline())
                     role = ("main" if process.pid == pid else "model_workers"
-                            if "heat_models" in command else "front_workers")
+                            if "heat_models" in command else "proxy"
+                            if "haproxy" in command else "backend_arbiter"
+                            if " serve " in command and "bentoml" in command
+                            and process.pid != pid else "front_workers")
                     roles[role] = roles.get(role, 0.0) + times.user + times.system
         totals[label] = roles
     return totals
@@ -359,7 +422,8 @@ async def _drive(url: str, kind: str, concurrency: int, domain: dict[str, list[f
                 else:
                     errors[f"HTTP {status}"] += 1
 
-        batching_before = await batching(session) if kind_of_service == "bento" else None
+        measured = kind_of_service in ("bento", "served")
+        batching_before = await batching(session) if measured else None
         load_before = os.getloadavg()
         cpu_before, machine_before = cpu_seconds(pids), psutil.cpu_times()
         client_before = time.process_time()
@@ -369,7 +433,7 @@ async def _drive(url: str, kind: str, concurrency: int, domain: dict[str, list[f
         client_cpu = time.process_time() - client_before
         cpu_after, machine_after = cpu_seconds(pids), psutil.cpu_times()
         load_after = os.getloadavg()
-        batching_after = await batching(session) if kind_of_service == "bento" else None
+        batching_after = await batching(session) if measured else None
 
     ok = len(latencies)
     total = ok + sum(errors.values())
@@ -432,6 +496,29 @@ async def batching(session) -> tuple[float, float]:
 
 
 # --- targets --------------------------------------------------------------------------------
+
+
+def user_path_targets(results: dict, baseline: str) -> dict:
+    """The user path against the direct ``baseline`` at 16 clients, single points and 1000-point
+    JSON batches: p95 within 1.25x, throughput at least 0.8x."""
+    judged = {}
+    for kind in ("single", "batch", "binary"):
+        served, direct = (scenario(results, label, kind, 16) for label in ("served", baseline))
+        p95 = served["latency_ms"]["p95"] / direct["latency_ms"]["p95"]
+        throughput = served["points_per_s"] / direct["points_per_s"]
+        judged[kind] = {
+            "served_p95_ms": served["latency_ms"]["p95"],
+            "direct_p95_ms": direct["latency_ms"]["p95"],
+            "p95_ratio": round(p95, 3),
+            "served_points_per_s": served["points_per_s"],
+            "direct_points_per_s": direct["points_per_s"],
+            "throughput_ratio": round(throughput, 3),
+            "pass": bool(p95 <= USER_PATH_TARGETS["p95_ratio_max"]
+                         and throughput >= USER_PATH_TARGETS["throughput_ratio_min"]),
+        }
+    judged["judged"] = "single and batch (JSON); binary recorded, not judged"
+    judged["pass"] = judged["single"]["pass"] and judged["batch"]["pass"]
+    return judged
 
 
 def scenario(results: dict, label: str, kind: str, concurrency: int) -> dict:
@@ -537,6 +624,10 @@ def main() -> None:
     if args.quick:
         args.duration, args.warmup = 1.5, args.warmup or 10
     configs = [] if args.default_only else (args.bento_config or EXTRA_CONFIGS)
+    baseline_config = next(c for c in EXTRA_CONFIGS if "bento-" + c.split(":")[0]
+                           == USER_PATH_BASELINE)
+    if baseline_config not in configs:
+        configs = [baseline_config, *configs]
     extra = [parse_bento_config(text) for text in configs]
 
     # The service reads these; the bench measures the default service: no serving log, no key.
@@ -559,7 +650,8 @@ def main() -> None:
         build_s = time.perf_counter() - bento_started
         print(f"model trained, bento {bento} built in {build_s:.1f} s", flush=True)
 
-        services: list[Service] = []
+        services: list[Service] = [start_served(bento, workdir / "bentoml", workdir, logs)]
+        stack.callback(services[0].stop)
         for label, overrides in [("bento", {}), *extra]:
             # `bentoml serve` empties <BENTOML_HOME>/prometheus_multiproc_dir when it starts: a
             # store of its own per server keeps each server's /metrics its own.
@@ -574,7 +666,7 @@ def main() -> None:
         for workers in sorted({1, cores}):
             naive.append(start_naive(model, logs, workers))
             stack.callback(naive[-1].stop)
-        services[1:1] = naive
+        services[2:2] = naive
         check = same_answers(services)
         pids = {service.label: service.pid for service in services}
         print("servers ready:", {s.label: s.url for s in services}, flush=True)
@@ -585,7 +677,7 @@ def main() -> None:
         for name, kind, concurrency, warm in SCENARIOS:
             warmup = (args.warmup or max(50, 4 * concurrency)) if warm else 0
             for service in services:
-                if kind == "binary" and service.kind != "bento":
+                if kind == "binary" and service.kind == "naive":
                     continue
                 load[service.label]["before"] = load[service.label]["before"] or [
                     round(v, 2) for v in os.getloadavg()]
@@ -605,7 +697,8 @@ def main() -> None:
         server_logs = {s.label: log_warnings(logs, s) for s in services}
 
     report = {
-        "benchmark": "heat service over HTTP on loopback: BentoML bento vs naive FastAPI + uvicorn",
+        "benchmark": ("heat service over HTTP on loopback: the user path (heat-platform serve), "
+                      "the bento direct and its variants, naive FastAPI + uvicorn"),
         "statistic": ("closed-loop clients; latency from request sent to answer read, over "
                       "successful answers; throughput over the measured window"),
         "command": "python bench/serving.py " + " ".join(sys.argv[1:]),
@@ -632,10 +725,16 @@ def main() -> None:
         "model_only_one_thread": ceiling,
         "same_answers": check,
         "targets": TARGETS,
+        "headline": {
+            "user_path": "served (heat-platform serve)",
+            "user_path_vs_direct": user_path_targets(results, USER_PATH_BASELINE),
+            "user_path_vs_default_bento": user_path_targets(results, "bento"),
+            "user_path_targets": USER_PATH_TARGETS,
+            "baseline": USER_PATH_BASELINE},
         "target_results": {
             s.label: check_targets(results, s.label, [n.label for n in services
                                                        if n.kind == "naive"])
-            for s in services if s.kind == "bento"},
+            for s in services if s.kind in ("bento", "served")},
         "results": results,
         "load_average_per_service": load,
         "server_log_warnings": server_logs,
@@ -644,7 +743,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(results)
-    print(json.dumps(report["target_results"], indent=2))
+    print(json.dumps(report["headline"], indent=2))
+    print(json.dumps({label: {name: value["pass"] for name, value in targets.items()}
+                      for label, targets in report["target_results"].items()}, indent=2))
     print(f"wrote {args.out}")
 
 

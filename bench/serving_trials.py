@@ -15,7 +15,9 @@ Run from the repository root:
 Variants: ``bento`` (the working tree's service, default settings) is always measured; each
 ``--variant LABEL:KEY=VALUE,...`` adds one with environment overrides (as bench/serving.py's
 ``--bento-config``), and ``source=DIR`` copies DIR's files over the built bento's sources first
-(the service of another commit). Writes per trial and variant p50/p95/p99/max latency, requests
+(the service of another commit). ``--served`` adds the user path, `heat-platform serve`
+(bench/serving.py's ``served``), and per trial its p95 and points/s against ``--baseline``'s
+(default ``bento-no-access-log``: add ``--variant no-access-log:HEAT_SERVING_ACCESS_LOG=0``). Writes per trial and variant p50/p95/p99/max latency, requests
 and points per second and the server cores used, and per scenario and variant the median and
 range of p95 and of points/s. Options: --trials N (5), --scenarios KIND_cCLIENTS,... (kinds:
 single, batch, binary), --variant LABEL:K=V,... (repeatable), --duration S (4), --out PATH.
@@ -72,6 +74,31 @@ def summary(rows: list[dict]) -> dict:
     } for label, runs in by_label.items()} for scenario, by_label in out.items()}
 
 
+def user_path(rows: list[dict], baseline: str) -> dict:
+    """Per scenario: the user path's p95 and points/s over ``baseline``'s, trial by trial (the
+    two ran next to each other), their medians and how often the targets held (p95 within
+    1.25x, points/s at least 0.8x)."""
+    out = {}
+    by = {(r["scenario"], r["trial"], r["service"]): r for r in rows}
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        trials = sorted({r["trial"] for r in rows if r["scenario"] == scenario})
+        pairs = [(by[(scenario, t, "served")], by[(scenario, t, baseline)]) for t in trials
+                 if (scenario, t, "served") in by and (scenario, t, baseline) in by]
+        p95 = [round(served["p95_ms"] / direct["p95_ms"], 3) for served, direct in pairs]
+        throughput = [round(served["points_per_s"] / direct["points_per_s"], 3)
+                      for served, direct in pairs]
+        targets = serving.USER_PATH_TARGETS
+        out[scenario] = {
+            "baseline": baseline, "p95_ratio": p95, "throughput_ratio": throughput,
+            "p95_ratio_median": statistics.median(p95),
+            "throughput_ratio_median": statistics.median(throughput),
+            "trials_meeting_both": sum(a <= targets["p95_ratio_max"]
+                                       and b >= targets["throughput_ratio_min"]
+                                       for a, b in zip(p95, throughput, strict=True)),
+            "trials": len(pairs)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
@@ -79,6 +106,10 @@ def main() -> None:
                         help="comma-separated KIND_cCLIENTS (kinds: single, batch, binary)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:K=V,...")
     parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--served", action="store_true",
+                        help="measure the user path (heat-platform serve) too")
+    parser.add_argument("--baseline", default=serving.USER_PATH_BASELINE,
+                        help="the variant the user path is compared with")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     scenarios = [(text, *text.split("_c")) for text in args.scenarios.split(",")]
@@ -99,6 +130,9 @@ def main() -> None:
         for label, overrides in [("bento", {}), *map(serving.parse_bento_config, args.variant)]:
             services.append(start_variant(label, overrides, workdir, bento, logs))
             stack.callback(services[-1].stop)
+        if args.served:
+            services.insert(0, serving.start_served(bento, workdir / "bentoml", workdir, logs))
+            stack.callback(services[0].stop)
         pids = {service.label: service.pid for service in services}
         pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
         for trial in range(args.trials):
@@ -108,7 +142,7 @@ def main() -> None:
                     result = pool.submit(
                         serving.run_scenario, service.url, kind, int(clients), domain,
                         max(50, 4 * int(clients)), args.duration, 200_000, pids, service.label,
-                        "bento").result()
+                        service.kind).result()
                     latency = result["latency_ms"]
                     row = {"trial": trial, "scenario": name, "service": service.label,
                            **{f"{key}_ms": latency[key] for key in ("p50", "p95", "p99", "max")},
@@ -119,7 +153,9 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     report = {"command": "python bench/serving_trials.py " + " ".join(sys.argv[1:]),
-              "duration_s": args.duration, "summary": summary(rows), "runs": rows,
+              "duration_s": args.duration, "summary": summary(rows),
+              **({"user_path": user_path(rows, args.baseline)} if args.served else {}),
+              "runs": rows,
               "machine": serving.machine(load_at_start, started)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

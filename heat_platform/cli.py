@@ -133,10 +133,35 @@ def _settings(args: argparse.Namespace, paths: PlatformPaths) -> int:
 
 
 def _serve(args: argparse.Namespace, paths: PlatformPaths) -> int:
-    from heat_platform.serving.rollout import serve
+    from heat_platform.serving.proxy import ProxyMissing, find_binary
+    from heat_platform.serving.rollout import AlreadyServing, serve
+    from heat_platform.settings import ServingSettings
 
-    serve(paths, host=args.host, port=args.port, poll_seconds=args.poll)
+    settings = ServingSettings.load()  # the environment, then the .env file
+    if settings.api_key is None and not _loopback(args.host) and not args.insecure:
+        print(f"error: refusing to serve on {args.host} without an API key: set "
+              "HEAT_SERVING_API_KEY (environment or .env), or pass --insecure to serve "
+              "everyone who can reach this host", file=sys.stderr)
+        return 2
+    try:
+        find_binary()
+        serve(paths, host=args.host, port=args.port, poll_seconds=args.poll, settings=settings)
+    except (ProxyMissing, AlreadyServing) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Is ``host`` reachable from this machine only (127.0.0.0/8, ::1, localhost)?"""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -229,13 +254,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     serve = commands.add_parser(
         "serve", help="serve the champions' bento on a stable port, rolling out new ones blue/green",
-        description="Run a loopback proxy on --port in front of `bentoml serve`. Whenever the "
-        "deployed_bento asset publishes a new bento, it is started next to the live one and "
-        "traffic switches once it is ready; the old server stops after its requests finish.",
+        description="Run HAProxy on --host:--port in front of `bentoml serve` (install it with "
+        "`apt-get install haproxy`). Whenever the deployed_bento asset publishes a new bento, "
+        "it is started next to the live one and traffic switches once it is ready; the old "
+        "server stops after its requests finish. A live server that dies is started again. "
+        "Settings come from the environment and the .env file (HEAT_SERVING_*).",
     )
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other needs "
+                       "HEAT_SERVING_API_KEY or --insecure)")
     serve.add_argument("--port", type=int, default=3100)
     serve.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new bento")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve a non-loopback address without an API key")
     handlers["serve"] = _serve
     return parser, handlers
 

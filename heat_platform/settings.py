@@ -114,6 +114,28 @@ class ServingSettings(BaseSettings):
                                  "<home>/serving/log); off when unset.")
     log_sample: float = Field(default=0.25, description="Share of requests logged.")
     log_max_points: int = Field(default=64, description="Points logged per request at most.")
+    log_file_bytes: int = Field(default=64 * 2**20, description="Size at which a file of the "
+                                "sampled serving log is closed and the next one started.")
+    log_total_bytes: int = Field(default=2**30, description="Bytes the sampled serving log "
+                                 "keeps at most; the oldest files are deleted first.")
+    log_retention_days: float = Field(default=14.0, description="Files of the sampled serving "
+                                      "log and server and proxy logs older than this are "
+                                      "deleted.")
+    server_log_bytes: int = Field(default=16 * 2**20, description="Size at which a `bentoml "
+                                  "serve` or proxy log is rotated (two older copies kept).")
+    max_body_bytes: int = Field(default=8 * 2**20, description="Bytes a request body may have "
+                                "at most: 413 beyond, counted while it streams in (proxy and "
+                                "service).")
+    body_timeout: float = Field(default=10.0, description="Seconds a client may take to send a "
+                                "request's headers and body: 408 after (proxy and service).")
+    proxy_threads: int = Field(default=1, description="HAProxy threads of `heat-platform "
+                               "serve`.")
+    proxy_max_connections: int = Field(default=4096, description="Client connections "
+                                       "`heat-platform serve` holds at most.")
+    proxy_access_log: bool = Field(default=False, description="HAProxy's per-request log "
+                                   "(<home>/serving/proxy/haproxy.log, rotated).")
+    drain_timeout: float = Field(default=30.0, description="Seconds a replaced backend of "
+                                 "`heat-platform serve` gets to finish its requests.")
 
     @classmethod
     def load(cls) -> ServingSettings:
@@ -166,6 +188,28 @@ def export_dotenv() -> None:
         for name, value in dotenv_values(path).items():
             if value is not None:
                 os.environ.setdefault(name, value)
+
+
+# What a serving process (`bentoml serve`) takes from this process's environment: the system's
+# basics and BentoML's own configuration file, nothing else (no database URL, no webhook, no
+# cloud credentials); its HEAT_SERVING_* variables come from the resolved settings.
+SERVING_BASICS = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                  "BENTOML_CONFIG")
+
+
+def system_environment(**variables: str) -> dict[str, str]:
+    """:data:`SERVING_BASICS` from this process's environment, then ``variables``: the whole
+    environment of a child that needs nothing of the platform's (the serving proxy)."""
+    return {**{name: os.environ[name] for name in SERVING_BASICS if name in os.environ},
+            **variables}
+
+
+def serving_environment(settings: ServingSettings, **variables: str) -> dict[str, str]:
+    """The whole environment of a serving process: :data:`SERVING_BASICS` from this one, the
+    library switches, ``settings`` as ``HEAT_SERVING_*`` variables, then ``variables``. It reads
+    no dotenv file itself (``HEAT_PLATFORM_ENV_FILE`` empty): ``settings`` already hold it."""
+    return system_environment(**LIBRARY_DEFAULTS, **{ENV_FILE_VARIABLE: ""},
+                              **settings.environment(), **variables)
 
 
 def child_environment(**variables: str) -> dict[str, str]:

@@ -22,10 +22,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from limits import replaying
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Answer = Callable[[Any], Awaitable[bytes | None]]
 
@@ -66,7 +67,7 @@ class DirectJsonRoute:
             await Response(UNEXPECTED, 500, media_type=JSON)(scope, receive, send)
             return
         if answer is None:
-            await self.app(scope, _replaying(body, receive), send)
+            await self.app(scope, replaying(body, receive), send)
             return
         await Response(answer, media_type=JSON)(scope, receive, send)
 
@@ -77,17 +78,3 @@ class DirectJsonRoute:
         content_type = next((value for key, value in scope["headers"] if key == b"content-type"),
                             b"")
         return content_type.split(b";")[0].strip().lower() in (b"", JSON.encode())
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive channel that gives the already read body first, then the client's messages."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

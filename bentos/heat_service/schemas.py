@@ -1,7 +1,8 @@
-"""Request and response bodies of the heat service, with the input limits they enforce.
+"""Request, response and error bodies of the heat service, with the input limits they enforce.
 
-Validation is declarative (pydantic): non-numbers, NaN/inf, wrong shapes, empty batches and
-batches over the limit are answered with a 4xx naming the offending field, before any model runs.
+Validation is declarative (pydantic): non-numbers, NaN/inf, wrong shapes, empty batches,
+batches over the limit and unknown query parameters are answered with a 4xx naming the
+offending field, before any model runs. Every error answer has the shape of :class:`Error`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 MAX_POINTS = ServingSettings.load().max_points
 
-Point3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
-Point2 = tuple[FiniteFloat, FiniteFloat]
+# A coordinate in a JSON body: a finite JSON number, nothing coerced into one (no true/false,
+# no numeric strings). Query strings are text: there, FiniteFloat parses the text.
+Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Point3 = tuple[Coordinate, Coordinate, Coordinate]
+Point2 = tuple[Coordinate, Coordinate]
 Points3 = Annotated[list[Point3], Field(min_length=1, max_length=MAX_POINTS,
                                         description="[[x, y, t], ...]")]
 Points2 = Annotated[list[Point2], Field(min_length=1, max_length=MAX_POINTS,
@@ -38,25 +42,49 @@ class Lineage(BaseModel):
     timestamp: str
 
 
+# A value the model gives at a point; null where it has no finite value (possible only far
+# outside the training domain, where a point's in_domain is false).
+Value = Annotated[float | None, Field(description="null where the model has no finite value "
+                                                  "(only far outside the training domain)")]
+
+
 class TemperatureAtPoint(Lineage):
-    u: float
+    u: Value
     in_domain: bool
 
 
 class Temperatures(Lineage):
-    u: list[float]
+    u: list[Value]
     in_domain: list[bool]
 
 
 class Diffusivities(Lineage):
-    a: list[float]
+    a: list[Value]
     in_domain: list[bool]
 
 
-class ExperimentQuery(BaseModel):
-    """A query string that may name the experiment (POST /predict-binary)."""
+class ErrorDetail(BaseModel):
+    """One validation problem: where (``loc``), what (``msg``), its kind (``type``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Error(BaseModel):
+    """Every error answer, of the service and of the proxy of `heat-platform serve`."""
+
+    error: str = Field(description="what went wrong")
+    detail: str | list[ErrorDetail] | None = Field(
+        default=None, description="more about it: a hint, or the validation problems")
+
+
+class ExperimentQuery(BaseModel):
+    """A query string that may name the experiment (POST /predict-binary); nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
 
     experiment: ExperimentName
 
@@ -76,7 +104,7 @@ class KServeRequest(BaseModel):
 
 
 class KServeResponse(BaseModel):
-    predictions: list[float]
+    predictions: list[Value]
     in_domain: list[bool]
     model_name: str
     model_version: str

@@ -29,17 +29,21 @@ import bentoml
 import numpy as np
 from auth import ApiKeyMiddleware
 from direct_route import DirectJsonRoute
+from errors import ErrorBodies, OpenApiDocument, document, install_error_handlers
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from heat_settings import ServingSettings
+from limits import RequestLimits
 from pydantic import BaseModel, ValidationError
 from schemas import (
     MAX_POINTS,
     Diffusivities,
+    Error,
     ExperimentName,
     ExperimentQuery,
     KServeRequest,
     KServeResponse,
+    Lineage,
     Points2,
     Points3,
     TemperatureAtPoint,
@@ -124,6 +128,7 @@ HeatModels = bentoml.service(
 )(_HeatModels)
 
 app = FastAPI(title="heat-platform extras")
+install_error_handlers(app)  # errors answered as schemas.Error, like BentoML's routes
 
 
 @bentoml.service(
@@ -150,7 +155,10 @@ class HeatService:
                        for name in EXPERIMENTS}
         self.temperature = {name: _temperature_method(network)
                             for name, network in self.direct.items()}
-        self.log = ServingLog.from_settings(SETTINGS)
+        self.log_dropped = bentoml.metrics.Counter(
+            name="heat_serving_log_dropped_total",
+            documentation="Sampled requests the serving log could not write (a full disk)")
+        self.log = ServingLog.from_settings(SETTINGS, on_dropped=self.log_dropped.inc)
         self.predictions = bentoml.metrics.Counter(
             name="heat_predictions_total", documentation="Points predicted",
             labelnames=["experiment", "model_version", "endpoint"])
@@ -437,9 +445,30 @@ async def _predict_direct(request: Any) -> bytes | None:
     return answer.model_dump_json().encode()
 
 
-# Service middlewares run in the order added: the API key is checked before anything else.
+def _openapi_document() -> dict[str, Any]:
+    """BentoML's OpenAPI document, rewritten to describe every answer (errors.document)."""
+    schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+    error_schemas = {"Error": {k: v for k, v in schema.items() if k != "$defs"},
+                     **schema.get("$defs", {})}
+    return document(HeatService.openapi_spec.asdict(), error_schemas,
+                    [f"x-heat-{name.replace('_', '-')}" for name in Lineage.model_fields],
+                    api_key=SETTINGS.api_key is not None)
+
+
+def _json_only(path: str) -> bool:
+    """The routes that read a JSON body."""
+    return path in ("/predict", "/diffusivity") or (
+        path.startswith("/v1/models/") and path.endswith(":predict"))
+
+
+# Service middlewares run in the order added: the API key is checked before anything else,
+# then the body is read within its limits; every error answer leaves in one shape.
 if SETTINGS.api_key is not None:
     HeatService.add_asgi_middleware(ApiKeyMiddleware, api_key=SETTINGS.api_key.get_secret_value())
+HeatService.add_asgi_middleware(ErrorBodies)
+HeatService.add_asgi_middleware(RequestLimits, max_body_bytes=SETTINGS.max_body_bytes,
+                                body_timeout_s=SETTINGS.body_timeout, json_only=_json_only)
+HeatService.add_asgi_middleware(OpenApiDocument, path="/docs.json", build=_openapi_document)
 # JSON POST /predict requests that validate are answered by direct_route.DirectJsonRoute instead
 # of BentoML's API wrapper: ~1/5 less CPU for a 1000-point request (bench/serving.py).
 if SETTINGS.direct_json:

@@ -13,6 +13,7 @@ deterministic for a given seed.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -152,9 +153,11 @@ def pinnacle_points() -> np.ndarray:
     return np.loadtxt(PINNACLE_POINTS)
 
 
-def sensor_positions(scenario: Scenario, layout: str, sensors: tuple[int, int], seed: int,
+def sensor_positions(scenario: Scenario, layout: str, sensors: tuple[int, int],
                      coordinates: np.ndarray | None = None) -> np.ndarray:
-    """(n, 2) sensor coordinates strictly inside the spatial domain."""
+    """(n, 2) sensor coordinates strictly inside the spatial domain. A sensor stays where it
+    is from batch to batch: a random layout is drawn once per experiment (from its name), not
+    per batch, so that a sensor id names one place in every batch."""
     (x0, x1), (y0, y1) = scenario.spec.domain.x, scenario.spec.domain.y
     if layout == "grid":
         nx, ny = sensors
@@ -163,7 +166,7 @@ def sensor_positions(scenario: Scenario, layout: str, sensors: tuple[int, int], 
         X, Y = np.meshgrid(xs, ys)
         return np.column_stack([X.ravel(), Y.ravel()])
     if layout == "random":
-        rng = np.random.default_rng([seed, 1])
+        rng = np.random.default_rng([zlib.crc32(scenario.spec.name.encode()), 1])
         n = sensors[0] * sensors[1]
         return np.column_stack([rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)])
     if layout == "given":
@@ -200,7 +203,7 @@ def simulate_batch(
         x, y, t = points[:, 0], points[:, 1], points[:, 2]
         sensor_id = np.array([f"p{i:04d}" for i in range(len(x))])
     else:
-        positions = sensor_positions(scenario, layout, sensors or scenario.sensors, seed, coordinates)
+        positions = sensor_positions(scenario, layout, sensors or scenario.sensors, coordinates)
         times = np.linspace(*spec.domain.t, n_times or scenario.n_times)
         x = np.tile(positions[:, 0], len(times))
         y = np.tile(positions[:, 1], len(times))

@@ -198,25 +198,58 @@ def request_drift(reference: pl.DataFrame, requests: pl.DataFrame, thresholds: D
                        None, None, None, False, flag, reasons, html, thresholds)
 
 
-def read_serving_log(directory: Path, experiment: str, since_ts: float | None = None
-                     ) -> pl.DataFrame:
+def read_serving_log(directory: Path, experiment: str, since_ts: float | None = None,
+                     max_points: int = 1_000_000) -> pl.DataFrame:
     """Points of the sampled requests of ``experiment`` to /predict-like endpoints (x, y, t),
-    from the serving log (see bentos/heat_service/serving_log.py for its contract)."""
+    from the serving log (see bentos/heat_service/serving_log.py for its contract).
+
+    A bounded window, whatever the log holds: only the day folders and files written since
+    ``since_ts``, newest file first, line by line, until ``max_points`` points (the newest) are
+    in hand; a line cut by a crash is skipped."""
     import datetime as dt
     import json
 
-    rows: dict[str, list] = {"x": [], "y": [], "t": [], "in_domain": []}
-    for path in sorted(Path(directory).glob("*/requests-*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
+    since_day = (dt.datetime.fromtimestamp(since_ts, dt.UTC).strftime("%Y-%m-%d")
+                 if since_ts is not None else "")
+    files = []
+    for day in Path(directory).glob("*"):
+        if not day.is_dir() or day.name < since_day:
+            continue  # a day's folder holds requests of that day (and its last second before)
+        for path in day.glob("requests-*.jsonl"):
             try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash
-            if entry.get("experiment") != experiment or entry.get("endpoint") == "/diffusivity":
-                continue
-            if since_ts is not None and dt.datetime.fromisoformat(entry["ts"]).timestamp() < since_ts:
-                continue
-            for column in rows:
-                rows[column].extend(entry.get(column, []))
-    return pl.DataFrame(rows, schema={"x": pl.Float64, "y": pl.Float64, "t": pl.Float64,
-                                      "in_domain": pl.Boolean})
+                modified = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted by the log's retention meanwhile
+            if since_ts is None or modified >= since_ts:
+                files.append((modified, path))
+    columns = ("x", "y", "t", "in_domain")
+    chunks: list[dict[str, list]] = []  # newest file first
+    total = 0
+    for _, path in sorted(files, reverse=True):
+        rows: dict[str, list] = {column: [] for column in columns}
+        try:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    if entry.get("experiment") != experiment \
+                            or entry.get("endpoint") == "/diffusivity":
+                        continue
+                    if since_ts is not None and \
+                            dt.datetime.fromisoformat(entry["ts"]).timestamp() < since_ts:
+                        continue
+                    for column in columns:
+                        rows[column].extend(entry.get(column, []))
+        except FileNotFoundError:
+            continue
+        chunks.append(rows)
+        total += len(rows["x"])
+        if total >= max_points:
+            break
+    rows = {column: [value for chunk in reversed(chunks) for value in chunk[column]]
+            for column in columns}
+    frame = pl.DataFrame(rows, schema={"x": pl.Float64, "y": pl.Float64, "t": pl.Float64,
+                                       "in_domain": pl.Boolean})
+    return frame.tail(max_points)

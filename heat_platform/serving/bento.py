@@ -7,7 +7,9 @@ is then correct in a Dagster run, in the CLI and in a test suite with many platf
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from heat_platform.names import bento_model_name
 from heat_platform.paths import PROJECT_ROOT
@@ -109,14 +113,48 @@ def _import_models(models: list[ServedModel]) -> list[str]:
     return tags
 
 
+def service_digest(source: Path | None = None) -> str:
+    """The sha256 of what a bento is built from besides its models: every file of the
+    service's source, the settings module copied into it and the pinned packages."""
+    source = source or service_source()
+    digest = hashlib.sha256()
+    for path in sorted(_service_files(source)):
+        digest.update(f"{path.relative_to(source).as_posix()}\0".encode())
+        digest.update(path.read_bytes() + b"\0")
+    digest.update(SETTINGS_SOURCE.read_bytes() + b"\0")
+    digest.update("\n".join(pinned_packages(source)).encode())
+    return digest.hexdigest()
+
+
+def pinned_packages(source: Path | None = None) -> list[str]:
+    """The bento's Python packages (named in its bentofile.yaml), each pinned to the version
+    this environment has: the one the smoke test runs the bento with."""
+    from importlib.metadata import version
+
+    bentofile = yaml.safe_load(((source or service_source()) / "bentofile.yaml").read_text())
+    names = [re.split(r"[\s<>=!~;\[]", entry, maxsplit=1)[0]
+             for entry in bentofile["python"]["packages"]]
+    # a local build label (torch's +cpu) is not part of the pin: 2.13.0 matches 2.13.0+cpu
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+
+
+def _service_files(source: Path) -> list[Path]:
+    return [path for path in source.rglob("*") if path.is_file()
+            and "__pycache__" not in path.parts and path.name != "served_models.json"]
+
+
 def _build(model_tags: list[str], served: dict[str, str], default: str, version: str) -> str:
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="heat-bento-") as context:
-        shutil.copytree(service_source(), context, dirs_exist_ok=True,
+        source = service_source()
+        shutil.copytree(source, context, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "served_models.json"))
         # the service reads its settings through the platform's own definitions
         shutil.copyfile(SETTINGS_SOURCE, Path(context, "heat_settings.py"))
+        bentofile = yaml.safe_load(Path(context, "bentofile.yaml").read_text())
+        bentofile["python"]["packages"] = pinned_packages(source)
+        Path(context, "bentofile.yaml").write_text(yaml.safe_dump(bentofile, sort_keys=False))
         manifest = {"default": default, "models": served}
         Path(context, "served_models.json").write_text(json.dumps(manifest, indent=2))
         try:

@@ -19,7 +19,7 @@ import numpy as np
 
 from heat_platform.models.candidates import Champion
 from heat_platform.paths import PlatformPaths
-from heat_platform.serving.bento import ServedModel, build_bento
+from heat_platform.serving.bento import ServedModel, build_bento, service_digest
 from heat_platform.serving.kubernetes import write_manifests
 from heat_platform.serving.rollout import live_state_path, read_json, write_desired_deployment
 from heat_platform.serving.server import BentoServer
@@ -60,8 +60,10 @@ def served_model(champion: Champion) -> ServedModel:
 
 
 def bento_version(models: list[ServedModel]) -> str:
-    """Same champions, same bento: the version is a hash of the served model tags."""
-    text = ",".join(sorted(f"{m.experiment}={m.tag}" for m in models))
+    """Same champions, same service code and packages, same bento: the version is a hash of
+    the served model tags and the service's source (a fix to the service ships without
+    waiting for a new champion)."""
+    text = ",".join(sorted(f"{m.experiment}={m.tag}" for m in models)) + service_digest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,7 +94,9 @@ def smoke_test(server: BentoServer, model: ServedModel, expected: np.ndarray,
 
     ready_after = server.wait_ready()
     latencies, body = [], None
-    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+    # the server's own settings say whether it wants a key (HEAT_SERVING_API_KEY, from the
+    # environment or the .env file): the smoke test sends the same one
+    with httpx.Client(base_url=server.url, timeout=30.0, headers=server.headers) as client:
         for _ in range(requests):
             started = time.perf_counter()
             response = client.post("/predict", json={"points": points.tolist(),

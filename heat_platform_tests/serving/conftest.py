@@ -38,8 +38,20 @@ class Deployed:
         return server
 
 
+# The platform below is built once per test session, also when heat_platform_tests/faults/
+# asks for it (its conftest imports this fixture, which pytest then defines a second time).
+_BUILT: dict[str, Deployed] = {}
+
+
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Iterator[Deployed]:
+    if "platform" in _BUILT:
+        yield _BUILT["platform"]
+        return
+    yield from _deploy(tmp_path_factory, mlflow_template)
+
+
+def _deploy(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Iterator[Deployed]:
     import dagster as dg
 
     from heat_platform.instance import prepare_instance
@@ -63,8 +75,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
                 run_config={"ops": {"pinn_model": {"config": TINY},
                                     "gate_report": {"config": RELAXED}}})
             result = materialize(instance, resources, ["deployed_bento"], EXPERIMENT)
-        yield Deployed(paths, resources, instance, result.output_for_node("deployed_bento")["bento"],
-                       trained.output_for_node("champion_model"), result)
+        _BUILT["platform"] = Deployed(
+            paths, resources, instance, result.output_for_node("deployed_bento")["bento"],
+            trained.output_for_node("champion_model"), result)
+        yield _BUILT["platform"]
 
 
 @pytest.fixture(scope="module")

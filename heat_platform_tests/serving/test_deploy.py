@@ -5,11 +5,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -26,6 +23,7 @@ from heat_platform.serving.rollout import (
 from heat_platform.serving.server import free_port
 from heat_platform_tests.conftest import latest_materialization
 from heat_platform_tests.serving.conftest import EXPERIMENT, pids_alive
+from heat_platform_tests.serving.traffic import Traffic
 
 # every test here talks to a real `bentoml serve` on loopback
 pytestmark = pytest.mark.server
@@ -66,42 +64,19 @@ def _audit(deployed):
     return Catalog(deployed.paths.catalog_url).audit_trail(EXPERIMENT)
 
 
-class Traffic(threading.Thread):
-    """A bounded stream of requests to the stable port, recording every outcome."""
-
-    def __init__(self, url: str, max_requests: int = 20_000, max_seconds: float = 240) -> None:
-        super().__init__(daemon=True)
-        self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
-        self.stop = threading.Event()
-        self.outcomes: list[tuple[int, str]] = []  # (status, bento) or (0, error)
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(base_url=self.url, timeout=30.0) as client:
-            while not self.stop.is_set() and len(self.outcomes) < self.max_requests \
-                    and time.monotonic() < deadline:
-                try:
-                    response = client.get("/predict-temperature",
-                                          params={"x": 0.5, "y": 0.5, "t": 0.1})
-                    self.outcomes.append((response.status_code,
-                                          response.headers.get("x-heat-bento", "")))
-                except httpx.HTTPError as error:
-                    self.outcomes.append((0, repr(error)))
-
-
 def test_a_new_bento_rolls_out_blue_green_without_failing_a_request(deployed):
     paths, port = deployed.paths, free_port()
     supervisor = subprocess.Popen(
         [str(Path(sys.executable).with_name("heat-platform")), "--home", str(paths.home),
          "serve", "--port", str(port), "--poll", "0.5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    traffic = Traffic(f"http://127.0.0.1:{port}")
+    traffic = Traffic(f"http://127.0.0.1:{port}")  # one keep-alive client, back to back
     try:
         blue = wait_until(lambda: (read_json(live_state_path(paths)) or {}).get("bento")
                           == deployed.bento and read_json(live_state_path(paths)),
                           timeout_s=120, what="the first bento to be live")
         traffic.start()
-        wait_until(lambda: len(traffic.outcomes) >= 50, timeout_s=30, what="traffic")
+        wait_until(lambda: traffic.count() >= 50, timeout_s=30, what="traffic")
 
         # a new champion's bento is published (as deployed_bento does)
         model = served_model(deployed.champion)
@@ -116,8 +91,7 @@ def test_a_new_bento_rolls_out_blue_green_without_failing_a_request(deployed):
         wait_until(lambda: not pids_alive([blue["backend_pid"]]), timeout_s=60,
                    what="the blue server to stop")
     finally:
-        traffic.stop.set()
-        traffic.join(timeout=30)
+        traffic.stop()
         supervisor.send_signal(signal.SIGTERM)
         try:
             supervisor.wait(timeout=60)
@@ -125,12 +99,36 @@ def test_a_new_bento_rolls_out_blue_green_without_failing_a_request(deployed):
             os.killpg(supervisor.pid, signal.SIGKILL)
             supervisor.wait(timeout=10)
 
-    failures = [o for o in traffic.outcomes if o[0] != 200]
-    served_by = {bento for status, bento in traffic.outcomes if status == 200}
+    failures = traffic.failures()
+    served_by = {outcome.bento for outcome in traffic.outcomes if outcome.status == 200}
     assert not failures, (len(failures), failures[:5])
     assert served_by == {deployed.bento, green_tag}, served_by
     assert green["switches"] == 2 and green["url"] == f"http://127.0.0.1:{port}"
+    assert green["restarts"] == 0
     # stopping the supervisor stops the live server too, and forgets what was live
     assert not pids_alive([green["backend_pid"]])
     assert not live_state_path(paths).exists()
     print(json.dumps({"requests": len(traffic.outcomes), "failures": len(failures)}))
+
+
+def test_a_deploy_smoke_tests_with_the_api_key_from_the_dotenv_file(deployed, tmp_path,
+                                                                      monkeypatch):
+    """The key in .env reaches the smoke-test server and the smoke test alike (the smoke test
+    used to post without it, so with a key every deploy failed with 401)."""
+    from heat_platform.models.registry import ModelRegistry
+    from heat_platform.serving.deploy import deploy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEAT_PLATFORM_ENV_FILE", raising=False)
+    monkeypatch.delenv("HEAT_SERVING_API_KEY", raising=False)
+    (tmp_path / ".env").write_text("HEAT_SERVING_API_KEY=smoke-key\n")
+    model = served_model(deployed.champion)
+    registry = ModelRegistry(deployed.resources["mlflow"].store(),
+                             deployed.resources["storage"].catalog())
+    deployment = deploy(deployed.paths, [model], check=model, registry=registry)
+    assert deployment.bento == deployed.bento
+    assert deployment.smoke.max_abs_difference <= 1e-5
+    # the smoke-test server did want the key: its log shows no request let in without it
+    log = max((deployed.paths.serving / "servers").glob("bentoml-*.log"),
+              key=lambda path: path.stat().st_mtime)
+    assert "HEAT_SERVING_API_KEY" not in log.read_text()  # and never printed it

@@ -5,9 +5,7 @@ validate are answered directly, everything else reaches the app behind with its 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-SOURCE = Path(__file__).resolve().parents[2] / "bentos" / "heat_service" / "direct_route.py"
-_spec = importlib.util.spec_from_file_location("heat_service_direct_route", SOURCE)
-direct_route = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(direct_route)
+from heat_platform_tests.serving.service_code import service_module
+
+direct_route = service_module("direct_route")
 
 
 class Body(BaseModel):

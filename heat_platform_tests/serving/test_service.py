@@ -74,7 +74,9 @@ def test_every_endpoint_answers_with_the_registry_lineage(http, registered, depl
     binary = post_binary(http, np.asarray(points, "<f4").tobytes())
     assert binary.status_code == 200, binary.text
     assert binary.headers["content-type"] == "application/octet-stream"
-    np.testing.assert_array_equal(np.frombuffer(binary.content[:12], "<f4"), expected[:, 0])
+    # float32 on the wire; the server's thread count may change the last bit of a sum
+    np.testing.assert_array_max_ulp(np.frombuffer(binary.content[:12], "<f4"),
+                                    expected[:, 0].astype(np.float32), maxulp=2)
     assert list(binary.content[12:]) == [1, 1, 0]
     assert_lineage({key.removeprefix("x-heat-").replace("-", "_"): value
                     for key, value in binary.headers.items() if key.startswith("x-heat-")},
