@@ -12,19 +12,28 @@ and how many versions were announced. A tick:
    has been ingested and is valid**: validation needs the domain. Deferred batches are not
    marked as announced, so a later tick takes them.
 
+A tick's work is bounded (:class:`TickLimits`): files above the size limit are reported and
+never read; at most ``hash_bytes`` are hashed and ``new_batches`` runs requested, the rest
+waits for the next tick. Experiments take turns (oldest file first within each), so one bulk
+drop neither makes every tick time out nor starves the other experiments. Every file is read
+through the landing zone's hardened open (:meth:`LandingZone.digest`).
+
 Run keys carry the content hash and a per-file sequence number: a restart or a re-tick with the
 same cursor requests nothing new, and a file changed back to an older content still gets a run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from heat_platform.data.catalog import Catalog
+from heat_platform.data.contract import DEFAULT_MAX_FILE_BYTES, BatchReadError, check_size
 from heat_platform.data.landing import (
+    PROBLEM_FILE,
     LandingFile,
     LandingZone,
     Skipped,
@@ -32,8 +41,21 @@ from heat_platform.data.landing import (
     fingerprint,
     observe,
 )
+from heat_platform.heat.spec import MAX_BYTES as MAX_SPEC_BYTES
 
 CURSOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TickLimits:
+    """What one tick may do, whatever lies in the landing zone."""
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    """Batch files above this size are reported and never read (nor copied)."""
+    hash_bytes: int = 2 * 1024**3
+    """Bytes hashed per tick at most (at least one file is, whatever its size)."""
+    new_batches: int = 100
+    """Batch ingestion runs requested per tick at most."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class TickPlan:
     batches: list[Announcement] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # human-readable, for the tick's log
+    deferred: int = 0  # ready files left for the next tick by the tick's limits
     cursor: str = ""
 
     @property
@@ -63,7 +86,9 @@ class TickPlan:
 
 
 def plan_tick(zone: LandingZone, catalog: Catalog, cursor: str | None, *,
-              now_ns: int | None = None, min_age_s: float = 0.0) -> TickPlan:
+              now_ns: int | None = None, min_age_s: float = 0.0,
+              limits: TickLimits | None = None) -> TickPlan:
+    limits = limits or TickLimits()
     state = _load(cursor)
     now_ns = now_ns or time.time_ns()
     plan = TickPlan()
@@ -73,10 +98,19 @@ def plan_tick(zone: LandingZone, catalog: Catalog, cursor: str | None, *,
     spec_files = []
     for experiment in experiments.experiments:
         path = zone.problem_file(experiment)
-        stat = path.stat()
-        spec_files.append(LandingFile(experiment, "problem.yaml", path, stat.st_size, stat.st_mtime_ns))
+        try:
+            stat = path.stat()
+        except OSError as error:
+            plan.skipped.append(Skipped(path, f"cannot stat: {error.strerror}"))
+            continue
+        spec_file = LandingFile(experiment, PROBLEM_FILE, path, stat.st_size, stat.st_mtime_ns)
+        if stat.st_size > MAX_SPEC_BYTES:
+            plan.skipped.append(Skipped(path, f"{PROBLEM_FILE} is {stat.st_size:,} bytes; the "
+                                              f"limit is {MAX_SPEC_BYTES:,}; not read"))
+            continue
+        spec_files.append(spec_file)
     seen_specs = observe(state["specs"], spec_files, now_ns=now_ns, min_age_s=min_age_s)
-    spec_prints = fingerprint(seen_specs.state, seen_specs.ready)
+    spec_prints = fingerprint(seen_specs.state, seen_specs.ready, hasher=zone.digest)
     plan.skipped.extend(spec_prints.errors)
     for version in spec_prints.new:
         plan.specs.append(_announce(state, version.file, version.sha256, batch=None))
@@ -100,19 +134,42 @@ def plan_tick(zone: LandingZone, catalog: Catalog, cursor: str | None, *,
     for experiment in experiments.experiments:
         scan = zone.batch_files(experiment)
         plan.skipped.extend(scan.skipped)
-        files.extend(scan.files)
+        for landing_file in scan.files:
+            try:
+                check_size(landing_file.path.name, landing_file.size, limits.max_file_bytes)
+            except BatchReadError as error:
+                plan.skipped.append(Skipped(landing_file.path, f"not read: {error}"))
+                continue
+            files.append(landing_file)
     seen = observe(state["batches"], files, now_ns=now_ns, min_age_s=min_age_s)
     plan.waiting.extend(f"{p.file.path}: {p.reason}" for p in seen.pending)
-    ready = [f for f in seen.ready if f.experiment in ready_experiments]
-    prints = fingerprint(seen.state, ready)
+    ready = _taking_turns([f for f in seen.ready if f.experiment in ready_experiments])
+    prints = fingerprint(seen.state, ready, hasher=zone.digest,
+                         max_hash_bytes=limits.hash_bytes, max_new=limits.new_batches)
     plan.skipped.extend(prints.errors)
     for version in prints.new:
         plan.batches.append(
             _announce(state, version.file, version.sha256, batch=version.file.batch))
+    if prints.deferred:
+        plan.deferred = len(prints.deferred)
+        plan.waiting.append(
+            f"{len(prints.deferred)} ready file(s) wait for the next tick: a tick hashes at most "
+            f"{limits.hash_bytes:,} bytes and requests at most {limits.new_batches} ingestion "
+            "runs")
 
     state["specs"], state["batches"] = spec_prints.state, _keep_unready(seen.state, prints.state)
     plan.cursor = json.dumps(state, sort_keys=True, separators=(",", ":"))
     return plan
+
+
+def _taking_turns(files: list[LandingFile]) -> list[LandingFile]:
+    """Experiments in turn (the first file of each, then the second...), each oldest first, so
+    a bulk drop in one experiment does not hold up the others."""
+    by_experiment: dict[str, list[LandingFile]] = {}
+    for landing_file in sorted(files, key=lambda f: (f.mtime_ns, f.batch)):
+        by_experiment.setdefault(landing_file.experiment, []).append(landing_file)
+    rounds = itertools.zip_longest(*(by_experiment[name] for name in sorted(by_experiment)))
+    return [landing_file for turn in rounds for landing_file in turn if landing_file is not None]
 
 
 def _announce(state: dict[str, Any], landing_file: LandingFile, sha256: str,

@@ -154,3 +154,60 @@ def test_problem_spec_called_directly_names_the_offending_key_and_token(platform
         measurements.problem_spec(dg.build_asset_context(partition_key="evil"), storage=storage)
     assert failure.value.metadata["key"].value == "source"
     assert "__class__" in failure.value.description
+
+
+def test_a_problem_yaml_naming_another_experiment_is_refused(platform_paths, sensor, storage):
+    # a spec copied from another experiment's folder: which name is meant cannot be guessed
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "plate").mkdir()
+    shutil.copyfile(platform_paths.landing / "inclusion" / "problem.yaml",
+                    platform_paths.landing / "plate" / "problem.yaml")
+    (platform_paths.landing / "plate" / "b001.csv").write_text("x,y,t,u\n0.5,0.5,0.1,0.2\n")
+    outcomes = sensor.until_quiet()
+    [failed] = [o for o in outcomes if not o.success]
+    error = failed.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "name: is 'inclusion' but the file is in the folder 'plate'" in error.description
+    assert error.metadata["key"].value == "name"
+    latest = storage.catalog().latest_spec("plate")
+    assert not latest.valid and "set 'name: plate'" in latest.message
+    assert storage.catalog().current_version("plate", "b001") is None  # its batches wait
+    assert storage.catalog().latest_spec("inclusion").valid
+
+
+def test_a_ragged_csv_is_reported_under_the_name_the_user_gave_it(platform_paths, sensor,
+                                                                    storage):
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "inclusion" / "field run 3.csv").write_text(
+        "x,y,t,u\n0.5,0.5,0.1,0.2\n0.5,0.5,0.2,0,3\n")
+    sensor.until_quiet()
+    version = storage.catalog().current_version("inclusion", "field run 3")
+    assert version.status == "rejected"
+    assert "malformed_csv: 'field run 3.csv' line 3 has 5 fields" in version.message
+    assert version.sha256 not in version.message  # not the stored blob's name
+
+
+def test_a_file_swapped_between_the_hash_and_the_copy_is_ingested_once_as_its_new_self(
+        platform_paths, sensor, storage):
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    sensor.until_quiet()
+    first = simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+    sensor.tick()
+    announced, _ = sensor.tick(execute=False)  # hashed and announced, not yet copied
+    [request] = announced.run_requests
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=2, batch="b001")  # swapped
+    result = dg.materialize([measurements.raw_measurements], instance=sensor.instance,
+                            partition_key=request.partition_key, resources=sensor.resources,
+                            tags={**request.tags, "dagster/run_key": request.run_key},
+                            raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "changed after it was hashed" in failure.description
+    assert storage.catalog().current_version("inclusion", "b001") is None  # nothing recorded
+    assert not list(platform_paths.blobs.rglob("*.parquet"))  # nor stored
+
+    outcomes = sensor.until_quiet()  # the new content is announced and ingested, once
+    assert len(outcomes) == 1 and outcomes[0].success
+    [version] = storage.catalog().history("inclusion", "b001")
+    from heat_platform.files import file_digest
+
+    assert version.sha256 == file_digest(first) != request.tags["heat_platform/sha256"]
