@@ -273,11 +273,14 @@ class LandingZone:
             if problem:
                 skipped.append(Skipped(path, problem))
                 continue
-            target = self._resolve_inside(path, skipped)
-            if target is None:
-                continue
             try:
-                info = target.stat()
+                if entry.is_symlink():  # only links need resolving: the directory is real
+                    target = self._resolve_inside(path, skipped)
+                    if target is None:
+                        continue
+                    info = target.stat()
+                else:
+                    info = entry.stat(follow_symlinks=False)
             except OSError as error:
                 skipped.append(Skipped(path, f"cannot stat: {error.strerror}"))
                 continue

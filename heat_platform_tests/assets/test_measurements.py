@@ -22,7 +22,9 @@ def test_sensor_finds_files_adds_partitions_and_is_idempotent(platform_paths, se
     first, _ = sensor.tick()  # a file must look the same on two ticks before it is read
     assert not first.run_requests and first.skip_reason
     second, ran = sensor.tick()  # the spec first: validation needs its domain
-    assert _keys(second) == [f"inclusion|problem.yaml@{storage.catalog().latest_spec('inclusion').sha256}#1"]
+    spec = platform_paths.landing / "inclusion" / "problem.yaml"
+    assert _keys(second) == [f"inclusion|problem.yaml@{storage.catalog().latest_spec('inclusion').sha256}"
+                             f"@{spec.stat().st_mtime_ns}"]
     assert all(r.success for r in ran)
     assert sensor.instance.get_dynamic_partitions("experiments") == ["inclusion"]
 
@@ -52,17 +54,20 @@ def test_touched_file_is_no_news_and_changed_file_is_a_new_version(platform_path
     simulate_to_landing(platform_paths.landing, "inclusion", seed=7, batch="b001")  # rewritten
     sensor.tick()
     changed, ran = sensor.tick()
-    assert len(changed.run_requests) == 1 and changed.run_requests[0].run_key.endswith("#2")
-    assert ran[0].success
+    assert len(changed.run_requests) == 1 and ran[0].success
     history = storage.catalog().history("inclusion", "b001")
     assert history[0].sha256 == first.sha256 and len(history) == 2
     assert os.path.exists(first.blob_path)  # the old version stays retrievable
 
-    # changed back to the first content: still a new run (the run key carries a sequence)
+    # changed back to the first content: still a new run (the run key carries the mtime)
     shutil.copyfile(first.blob_path, batch)
     sensor.tick()
     back, ran = sensor.tick()
-    assert back.run_requests[0].run_key.endswith("#3") and ran[0].success
+    assert back.run_requests[0].run_key.startswith(f"inclusion|b001@{first.sha256}@")
+    assert ran[0].success
+    keys = [r.tags["dagster/run_key"] for r in sensor.instance.get_runs()
+            if r.tags.get("dagster/partition") == "b001|inclusion"]
+    assert len(keys) == len(set(keys)) == 3
     assert storage.catalog().current_version("inclusion", "b001").sha256 == first.sha256
 
 

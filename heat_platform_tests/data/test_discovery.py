@@ -75,3 +75,43 @@ def test_an_oversized_problem_yaml_is_not_read(tmp_path):
     assert plans[-1].specs == []
     assert any("problem.yaml is 70,014 bytes; the limit is 65,536; not read" in s.reason
                for s in plans[-1].skipped)
+
+
+def test_the_cursor_stays_small_and_a_lost_tick_is_announced_again_under_the_same_keys(tmp_path):
+    catalog = Catalog(tmp_path / "platform.db")
+    directory = experiment(tmp_path / "landing", "exp1", catalog)
+    for i in range(1000):
+        (directory / f"b{i:04d}.csv").write_text(f"x,y,t,u\n1,2,3,{i}\n")
+    zone, limits = LandingZone(tmp_path / "landing"), TickLimits(new_batches=10_000)
+    first = plan_tick(zone, catalog, None, now_ns=10**9, limits=limits)
+    second = plan_tick(zone, catalog, first.cursor, now_ns=2 * 10**9, limits=limits)
+    assert len(second.batches) == 1000
+    # Dagster stores the cursor in every tick's record: it must not grow with the files
+    assert len(second.cursor) < 100 and len(first.cursor) < 100
+    # the daemon died before recording the second tick: its cursor never arrived, so the
+    # next tick (given the first cursor again) announces the same content under the same keys
+    lost = plan_tick(zone, catalog, first.cursor, now_ns=3 * 10**9, limits=limits)
+    assert [a.run_key for a in lost.batches] == [a.run_key for a in second.batches]
+    # once a cursor is recorded, nothing is announced again
+    recorded = plan_tick(zone, catalog, lost.cursor, now_ns=4 * 10**9, limits=limits)
+    assert recorded.batches == []
+    assert plan_tick(zone, catalog, recorded.cursor, now_ns=5 * 10**9, limits=limits).batches == []
+
+
+def test_a_cursor_of_the_first_version_is_moved_into_the_catalog(tmp_path):
+    import json
+
+    from heat_platform.files import file_digest
+
+    catalog = Catalog(tmp_path / "platform.db")
+    directory = experiment(tmp_path / "landing", "exp1", catalog)
+    batch = directory / "b1.csv"
+    batch.write_text("x,y,t,u\n1,2,3,4\n")
+    entry = lambda path: {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,  # noqa: E731
+                          "sha256": file_digest(path), "announced": file_digest(path)}
+    old = {"v": 1, "specs": {"v": 1, "files": {"exp1|problem.yaml": entry(
+        directory / "problem.yaml")}}, "batches": {"v": 1, "files": {"exp1|b1": entry(batch)}},
+        "sequence": {"exp1|b1": 1, "exp1|problem.yaml": 1}}
+    plan = plan_tick(LandingZone(tmp_path / "landing"), catalog, json.dumps(old))
+    assert plan.specs == [] and plan.batches == []  # nothing announced a second time
+    assert json.loads(plan.cursor) == {"v": 2, "generation": 1}
