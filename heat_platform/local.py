@@ -116,13 +116,21 @@ def _unwind_on_termination() -> dict[int, object]:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP until the block is done (they are delivered then)."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Hold SIGINT, SIGTERM and SIGHUP until the block is done, then act on the first one that
+    came (its usual handler runs). Python handlers run in the main thread, whichever thread the
+    signal reached, so the handlers are swapped rather than the thread's signal mask."""
+    received: list[int] = []
+    previous: dict[int, object] = {}
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to defer
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, lambda number, _frame: received.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 class LocalRunLauncher(DefaultRunLauncher):

@@ -4,6 +4,7 @@ the `quick` training profile (about 40 s per training on 2 cores). The story it 
 the one `make demo` tells (same experiment, same batches), so the demo run afterwards is a
 second `make demo`: it must retell that finished story, not wait for it to happen again."""
 
+import os
 import time
 
 import dagster as dg
@@ -103,3 +104,42 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
     assert told.count("deployed heat_service:") == 2  # the first champion, then the retrained
     with dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
         assert len(instance.get_runs()) == runs  # retold: nothing ran again
+
+
+def test_the_run_launcher_reports_a_run_whose_worker_process_is_gone(dagster_instance):
+    """What run monitoring asks LocalRunLauncher about each started run (the full path, a
+    daemon stopped in the middle of a training, is faults/test_daemon_restart.py)."""
+    import subprocess
+    import sys
+
+    from dagster._core.events import EngineEventData
+    from dagster._core.launcher import WorkerStatus
+
+    from heat_platform.local import LocalRunLauncher
+
+    launcher = dagster_instance.run_launcher
+    assert isinstance(launcher, LocalRunLauncher)  # dagster.yaml's run_launcher
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def one_step():
+        noop()
+
+    run = dagster_instance.create_run_for_job(one_step)
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # in process
+
+    def record_worker(pid: int) -> None:
+        dagster_instance.report_engine_event(f"Started process for run (pid: {pid}).", run,
+                                             EngineEventData.in_process(pid))
+
+    record_worker(os.getpid())
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    record_worker(int(gone.stdout))
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.FAILED
+    assert f"its worker process {int(gone.stdout)} is gone" in health.msg

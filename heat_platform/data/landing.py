@@ -556,7 +556,6 @@ def fingerprint(
                 errors.append(Skipped(landing_file.path, f"cannot hash: {error.strerror}"))
                 continue
             except LandingError as error:
-                entry.update(sha256=None)
                 errors.append(Skipped(landing_file.path, f"not hashed: {error}"))
                 continue
             if (after.st_size, after.st_mtime_ns) != (landing_file.size, landing_file.mtime_ns):

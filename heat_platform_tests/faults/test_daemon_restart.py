@@ -59,9 +59,8 @@ def test_a_training_interrupted_by_a_daemon_restart_is_retried_and_resumes(platf
 
     daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV)
     with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
-        model = wait_for(daemon, lambda: latest_materialization(instance, "pinn_model",
-                                                                EXPERIMENT),
-                         timeout_s=900, what="the retried training")
+        record = wait_for(daemon, lambda: model_record(instance), timeout_s=900,
+                          what="the retried training")
         wait_for(daemon, lambda: _validated(platform_paths, "b003"), timeout_s=300,
                  what="the batch landed during the outage to be validated")
 
@@ -72,7 +71,8 @@ def test_a_training_interrupted_by_a_daemon_restart_is_retried_and_resumes(platf
         assert "worker process" in failure.message and "is gone" in failure.message
         retry = instance.get_run_by_id(failed.tags["dagster/auto_retry_run_id"])
         assert retry.tags["dagster/parent_run_id"] == interrupted.run_id
-        assert model.run_id == retry.run_id
+        assert record.run_id == retry.run_id
+        model = record.asset_materialization
         assert model.metadata["resumed from step"].value == 200  # the checkpoint after Adam
 
         # nothing ingested twice, nothing lost
@@ -86,6 +86,14 @@ def test_a_training_interrupted_by_a_daemon_restart_is_retried_and_resumes(platf
         assert len([r for r in instance.get_runs() if r.job_name == "ingest_problem_spec"]) == 1
     wait_until(lambda: not group_members(daemon.process.pid), timeout_s=10,
                what="the second daemon's group to end", interval_s=0.1)
+
+
+def model_record(instance):
+    """The newest materialization record of pinn_model (it knows its run), or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("pinn_model"), asset_partitions=[EXPERIMENT]),
+        limit=1).records
+    return records[0] if records else None
 
 
 def _catalog(paths):

@@ -73,7 +73,7 @@ class Swapper(threading.Thread):
 def test_a_landing_zone_of_hostile_files(platform_paths, dagster_instance, resources, capsys,
                                          monkeypatch):
     monkeypatch.setenv("HEAT_PLATFORM_SENSOR_NEW_BATCHES", str(PER_TICK))
-    landing, storage = platform_paths.landing, resources["storage"]
+    landing = platform_paths.landing
     good = [simulate_to_landing(landing, "inclusion", seed=seed).stem for seed in (1, 2)]
     inclusion = landing / "inclusion"
     os.mkfifo(inclusion / "pipe.csv")
@@ -88,6 +88,16 @@ def test_a_landing_zone_of_hostile_files(platform_paths, dagster_instance, resou
         (landing / "flood" / f"tiny{i:05d}.csv").write_text(f"x,y,t,u\n0.5,0.5,0.1,{i}\n")
     swapper = Swapper(inclusion)
     swapper.start()
+    try:
+        check_everything(platform_paths, dagster_instance, resources, capsys, swapper, good)
+    finally:
+        swapper.stopping.set()
+        swapper.join()
+
+
+def check_everything(platform_paths, dagster_instance, resources, capsys, swapper, good):
+    """Tick until the flood is announced, run what must run, and check every outcome."""
+    landing, storage = platform_paths.landing, resources["storage"]
 
     cursor, seconds, announced, ran = None, [], [], {}  # announced: (tick, request)
 
