@@ -3,15 +3,28 @@
 `make dev` runs the daemon together with the webserver (`dagster dev`); the demo and the
 integration tests run the daemon alone, so sensors and declarative automation are evaluated by
 Dagster itself exactly as in production, and wait for what they produce through the instance.
+
+Stopping is whole: :class:`LocalDaemon` stops its process group and then kills what is left of
+it (a code server waiting for its runs, a run worker that does not heed SIGTERM), and while it is
+entered a SIGTERM or SIGHUP unwinds the program like Ctrl-C does, so whatever stops the program
+stops the daemon. Runs whose worker died with it are not left "started" for ever:
+:class:`LocalRunLauncher` (``dagster.yaml``) lets Dagster's run monitoring see that their worker
+process is gone and fail them, and the instance's run retries re-execute them from the failed
+step (a training resumes from its checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 
 from heat_platform.instance import prepare_instance
 from heat_platform.paths import PROJECT_ROOT, PlatformPaths
@@ -52,9 +65,16 @@ class LocalDaemon:
         return self
 
     def stop(self, grace_s: float = 30.0) -> None:
-        """SIGTERM the whole group (daemon and the runs it launched), SIGKILL after grace."""
-        if self.process is not None:
+        """SIGTERM the whole group (daemon and the runs it launched), SIGKILL after grace, then
+        SIGKILL whatever of the group outlived the daemon (its code server waits for its runs,
+        and a run worker computing does not heed SIGTERM). A second Ctrl-C or SIGTERM while this
+        runs waits until the group is gone."""
+        if self.process is None:
+            return
+        with _signals_deferred():
             stop_process_group(self.process, grace_s=grace_s, kill_wait_s=10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -65,10 +85,98 @@ class LocalDaemon:
         return log_tail(self.log_path, lines)
 
     def __enter__(self) -> LocalDaemon:
-        return self.start()
+        self._handlers = _unwind_on_termination()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            for signum, handler in self._handlers.items():
+                signal.signal(signum, handler)
+
+
+def _unwind_on_termination() -> dict[int, object]:
+    """Make SIGTERM and SIGHUP raise SystemExit (as SIGINT raises KeyboardInterrupt), so
+    ``finally`` blocks and ``with`` exits run; returns the previous handlers. Only the main
+    thread can set handlers: elsewhere nothing changes."""
+    def unwind(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, object] = {}
+    with contextlib.suppress(ValueError):  # not the main thread
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, unwind)
+    return previous
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block is done, then act on the first one that
+    came (its usual handler runs). Python handlers run in the main thread, whichever thread the
+    signal reached, so the handlers are swapped rather than the thread's signal mask."""
+    received: list[int] = []
+    previous: dict[int, object] = {}
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to defer
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """Dagster's default launcher (a run = a process of the code server), plus the health check
+    Dagster's run monitoring calls on started runs: a run whose worker process is gone (the
+    daemon that launched it was stopped or crashed, the OOM killer took it) is reported FAILED,
+    so monitoring fails it, its pool slots are freed, and run retries re-execute it. Without it
+    such a run stays "started" for ever, holding the ``pinn_training`` pool."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        pid, started = _worker_process(self._instance, run.run_id)
+        if pid is None:  # run in process (execute_in_process, the CLI): nothing to watch
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker process recorded")
+        if _alive(pid, started):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker process {pid} is running")
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"its worker process {pid} is gone (the dagster-daemon that "
+            "launched it stopped or crashed, or the process was killed)")
+
+
+def _worker_process(instance, run_id: str) -> tuple[int | None, float]:
+    """The pid and start time the run worker recorded ("Started process for run (pid: N)")."""
+    import dagster as dg
+
+    for record in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        data = record.dagster_event.engine_event_data
+        if (record.message or "").startswith("Started process for run") and "pid" in \
+                data.metadata:
+            return int(data.metadata["pid"].value), record.timestamp
+    return None, 0.0
+
+
+def _alive(pid: int, recorded_at: float) -> bool:
+    """Whether ``pid`` is still the process that recorded itself at ``recorded_at`` (a pid
+    reused by a younger process, or a zombie, is not)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= recorded_at + 1
+    except psutil.Error:
+        return False
 
 
 def create_storage(paths: PlatformPaths) -> None:

@@ -77,6 +77,14 @@ class PlatformSettings(BaseSettings):
     bento_src: Path | None = Field(default=None, description="Source of the BentoML service "
                                    "the bento is built from; default bentos/heat_service of "
                                    "this checkout.")
+    sensor_hash_bytes: int = Field(default=2 * 1024**3, description="Bytes of landing files "
+                                   "the landing-zone sensor hashes per tick at most (at least "
+                                   "one file); the rest waits for the next tick.")
+    sensor_new_batches: int = Field(default=100, description="Batch ingestion runs the "
+                                    "landing-zone sensor requests per tick at most.")
+    disk_reserve_bytes: int = Field(default=256 * 1024**2, description="Free space a landing "
+                                    "copy must leave on the disk of the platform home (the "
+                                    "catalog, MLflow and Dagster write there too).")
 
     @classmethod
     def load(cls) -> PlatformSettings:

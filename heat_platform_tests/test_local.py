@@ -1,7 +1,10 @@
 """The closed loop on the real Dagster daemon: sensors and declarative automation evaluated by
 Dagster itself on a temporary instance, exactly as in production, only with faster ticks and
-the `quick` training profile (about 40 s per training on 2 cores)."""
+the `quick` training profile (about 40 s per training on 2 cores). The story it leaves behind is
+the one `make demo` tells (same experiment, same batches), so the demo run afterwards is a
+second `make demo`: it must retell that finished story, not wait for it to happen again."""
 
+import os
 import time
 
 import dagster as dg
@@ -30,12 +33,14 @@ def retrains(instance) -> list:
 
 
 @pytest.mark.slow
-def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(platform_paths):
+@pytest.mark.timeout(2400)  # 4-5 min on 2 quiet cores; the waits allow a loaded machine
+def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(platform_paths,
+                                                                               capsys):
     for seed in (1, 2):
         simulate_to_landing(platform_paths.landing, EXPERIMENT, seed=seed)
     daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3, env=ENV)
     with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
-        def wait(what, probe, timeout_s=300):
+        def wait(what, probe, timeout_s=600):
             return wait_for(daemon, probe, timeout_s=timeout_s, what=what)
 
         # baseline: ingest -> training set -> PINN -> gate -> champion v1 -> deployed bento
@@ -87,3 +92,59 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         assert len(retrains(instance)) == 1 and len(instance.get_runs()) == runs
         failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
         assert not failed, [(r.job_name, r.tags.get("dagster/partition")) for r in failed]
+        runs = len(instance.get_runs())
+
+    # a second `make demo`: the latest training set now holds only the new regime's batches, and
+    # the demo used to wait for the baseline's for ever; it retells the recorded story instead
+    from heat_platform.demo import run_demo
+
+    capsys.readouterr()
+    assert run_demo(platform_paths, timeout_s=180) == 0  # a hang fails after 180 s, not 900
+    told = capsys.readouterr().out
+    for chapter in ("training_set ", "gate report:", "deployed heat_service:",
+                    "GET /predict-temperature", "drift_report b003-material: drift=True",
+                    "drift_report b004-material: drift=False",
+                    "retraining runs: 1 (one per drift episode)"):
+        assert chapter in told, told
+    assert told.count("deployed heat_service:") == 2  # the first champion, then the retrained
+    with dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
+        assert len(instance.get_runs()) == runs  # retold: nothing ran again
+
+
+def test_the_run_launcher_reports_a_run_whose_worker_process_is_gone(dagster_instance):
+    """What run monitoring asks LocalRunLauncher about each started run (the full path, a
+    daemon stopped in the middle of a training, is faults/test_daemon_restart.py)."""
+    import subprocess
+    import sys
+
+    from dagster._core.events import EngineEventData
+    from dagster._core.launcher import WorkerStatus
+
+    from heat_platform.local import LocalRunLauncher
+
+    launcher = dagster_instance.run_launcher
+    assert isinstance(launcher, LocalRunLauncher)  # dagster.yaml's run_launcher
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def one_step():
+        noop()
+
+    run = dagster_instance.create_run_for_job(one_step)
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # in process
+
+    def record_worker(pid: int) -> None:
+        dagster_instance.report_engine_event(f"Started process for run (pid: {pid}).", run,
+                                             EngineEventData.in_process(pid))
+
+    record_worker(os.getpid())
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    record_worker(int(gone.stdout))
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.FAILED
+    assert f"its worker process {int(gone.stdout)} is gone" in health.msg

@@ -3,7 +3,8 @@
 ``landing_zone_sensor`` discovers experiments and batch files; ``problem_spec`` and
 ``raw_measurements`` copy them into immutable, content-addressed storage. A file rewritten
 under the same name becomes a new version of its partition (data version = content hash); the
-old one stays in the store and in the catalog's history.
+old one stays in the store and in the catalog's history. A tick does bounded work (bytes hashed,
+runs requested: HEAT_PLATFORM_SENSOR_*), and a file above the size limit is never read.
 """
 
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from heat_platform.assets.partitions import (
     experiments,
     partitioned_check,
 )
-from heat_platform.data.discovery import plan_tick
+from heat_platform.data.contract import BatchReadError
+from heat_platform.data.discovery import TickLimits, plan_tick
 from heat_platform.data.ingest import ingest_batch, ingest_problem_spec
+from heat_platform.data.store import StoreError
 from heat_platform.names import SHA256, TRIGGER
 from heat_platform.resources.storage import PlatformStorage
 from heat_platform.settings import PlatformSettings
@@ -79,11 +82,20 @@ def raw_measurements(context: dg.AssetExecutionContext,
     """One landing file, copied byte for byte into the content store (sha256-addressed).
 
     The bytes are kept whatever they hold; whether they can be read is the blocking
-    ``readable`` check, so an unreadable file is kept, reported, and stops nothing else.
+    ``readable`` check, so an unreadable file is kept, reported, and stops nothing else. A file
+    above the size limit, one that changed since the sensor announced it, or one the disk has
+    no room for is not copied: the run fails saying which.
     """
     experiment, batch = experiment_and_batch(context)
-    ingested = ingest_batch(storage.landing(), storage.store(), storage.catalog(), experiment,
-                            batch, rules=storage.rules(), run_id=context.run_id)
+    try:
+        ingested = ingest_batch(storage.landing(), storage.store(), storage.catalog(),
+                                experiment, batch, rules=storage.rules(),
+                                expected_sha256=context.run_tags.get(SHA256),
+                                run_id=context.run_id)
+    except (BatchReadError, StoreError) as error:
+        raise dg.Failure(description=f"{batch}: not ingested: {error}",
+                         metadata={"error kind": getattr(error, "kind", type(error).__name__)},
+                         allow_retries=False) from error
     version = ingested.version
     history = storage.catalog().history(experiment, batch)
     metadata = {
@@ -131,7 +143,11 @@ ingest_batch_job = dg.define_asset_job(
 def landing_zone_sensor(context: dg.SensorEvaluationContext,
                         storage: PlatformStorage) -> dg.SensorResult | dg.SkipReason:
     """Discovers new or changed files in the landing zone and asks for their ingestion."""
-    plan = plan_tick(storage.landing(), storage.catalog(), context.cursor)
+    settings = PlatformSettings.load()
+    limits = TickLimits(max_file_bytes=storage.max_file_bytes,
+                        hash_bytes=settings.sensor_hash_bytes,
+                        new_batches=settings.sensor_new_batches)
+    plan = plan_tick(storage.landing(), storage.catalog(), context.cursor, limits=limits)
     for skipped in plan.skipped:
         context.log.warning(f"not taken: {skipped.path}: {skipped.reason}")
     for waiting in plan.waiting:

@@ -5,7 +5,9 @@ row rules) and ``quarantined_measurements`` (the others, each with a reason). Tw
 checks guard the validated rows: the share of quarantined rows (and the minimum row count), and
 the Great Expectations contract, whose Data Docs are linked from the check. When either fails
 the run fails with the reason, nothing downstream runs, and the catalog marks the version
-rejected so later training sets leave it out instead of using an older version.
+rejected so later training sets leave it out instead of using an older version. Quarantined rows
+are shown as a table of data, never as Markdown: a cell holding ``![](http://...)`` or ``|`` is
+text in the UI.
 """
 
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from heat_platform.assets.partitions import (
     experiment_batches,
     partitioned_check,
 )
-from heat_platform.data.ingest import as_markdown_table, current_spec, validate_batch
+from heat_platform.data.ingest import current_spec, validate_batch
 from heat_platform.resources.storage import PlatformStorage
 
 QUARANTINE_SHARE = "quarantine_share_within_limit"
@@ -86,9 +88,7 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
             "dagster/row_count": result.n_quarantined,
             "reasons": dg.MetadataValue.json(summary.get("reasons", {})
                                              or {"file": str(result.read_error)}),
-            "examples": dg.MetadataValue.md(as_markdown_table(
-                quarantined.head(10).to_dicts() if quarantined is not None else [],
-                ["row", "reason"])),
+            "examples": _quarantine_table(quarantined),
             "stored rows": dg.MetadataValue.path(str(result.quarantine.path)),
             "batch sha256": result.version.sha256,
         },
@@ -136,3 +136,12 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
         description=None if expectations is not None else "not run: the file cannot be read",
         metadata=check_metadata,
     )
+
+
+def _quarantine_table(quarantined) -> dg.TableMetadataValue:
+    """The first quarantined rows as a table of values (the UI shows them as text)."""
+    rows = quarantined.head(10).to_dicts() if quarantined is not None else []
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"row": r["row"], "reason": r["reason"]}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn("row", "int"),
+                                       dg.TableColumn("reason", "string")]))

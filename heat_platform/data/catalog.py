@@ -82,6 +82,26 @@ problem_specs = sa.Table(
     sa.Index("ix_problem_specs_current", "experiment", "id"),
 )
 
+# What the landing-zone sensor observed of each landing file (size, mtime, sha256) and which
+# content it announced for ingestion. Kept here, not in the sensor's cursor: Dagster stores the
+# cursor in every tick's record, so a cursor holding one entry per file (megabytes for 10,000
+# files) would be written again every ten seconds. The cursor holds a generation number: an
+# announcement made by the tick of generation g counts once a cursor >= g was stored, i.e. once
+# Dagster recorded that tick together with its run requests; until then ``announced`` keeps the
+# previous announcement, so a tick lost in a crash is simply announced again.
+landing_observations = sa.Table(
+    "landing_observations",
+    metadata,
+    sa.Column("kind", sa.String(8), primary_key=True),  # "spec" or "batch"
+    sa.Column("key", sa.String(320), primary_key=True),  # <experiment>|<batch>
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64)),  # cached for (size, mtime_ns)
+    sa.Column("announced", sa.String(64)),  # announced by a tick known to be recorded
+    sa.Column("announcing", sa.String(64)),  # announced by the tick of `generation`
+    sa.Column("generation", sa.BigInteger),
+)
+
 # A drift episode that triggered retraining starts a new regime: the material changed, so
 # training sets use only batches ingested from the drifted one on (ingest_seq >= since_seq).
 regimes = sa.Table(
@@ -500,6 +520,46 @@ class Catalog:
                 .order_by(regimes.c.id.desc()).limit(1)
             ).scalar()
 
+    def landing_state(self, kind: str, generation: int) -> dict[str, dict[str, Any]]:
+        """The sensor's observations of ``kind`` ("spec" or "batch") files, as of the recorded
+        cursor ``generation``: ``{key: {size, mtime_ns, sha256, announced}}``."""
+        table = landing_observations
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(table).where(table.c.kind == kind)).mappings().all()
+        return {row["key"]: {
+            "size": row["size"], "mtime_ns": row["mtime_ns"], "sha256": row["sha256"],
+            "announced": row["announcing"] if row["generation"] is not None
+            and row["generation"] <= generation else row["announced"],
+        } for row in rows}
+
+    def save_landing_state(self, kind: str, before: Mapping[str, Mapping[str, Any]],
+                           after: Mapping[str, Mapping[str, Any]], generation: int) -> None:
+        """Write what changed from ``before`` (as :meth:`landing_state` returned it) to
+        ``after``: new announcements belong to ``generation`` (the cursor the tick returns)."""
+        table = landing_observations
+        changed = [key for key, entry in after.items() if before.get(key) != entry]
+        gone = [key for key in before if key not in after]
+        if not changed and not gone:
+            return
+        with self._transaction() as db:
+            for keys in _chunks(gone + changed, 500):
+                db.execute(table.delete().where((table.c.kind == kind) & table.c.key.in_(keys)))
+            if changed:
+                db.execute(table.insert(), [self._landing_row(kind, key, before.get(key),
+                                                              after[key], generation)
+                                            for key in changed])
+
+    @staticmethod
+    def _landing_row(kind: str, key: str, before: Mapping[str, Any] | None,
+                     after: Mapping[str, Any], generation: int) -> dict[str, Any]:
+        durable = before.get("announced") if before else None
+        row = {"kind": kind, "key": key, "size": after["size"], "mtime_ns": after["mtime_ns"],
+               "sha256": after["sha256"], "announced": durable, "announcing": None,
+               "generation": None}
+        if after.get("announced") != durable:
+            row.update(announcing=after["announced"], generation=generation)
+        return row
+
     def audit(self, experiment: str, action: str, *, actor: str, reasons: list[str],
               model_name: str | None = None, from_version: str | None = None,
               to_version: str | None = None, dagster_run_id: str | None = None) -> AuditEntry:
@@ -569,6 +629,11 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Connection) -> None:
         immediate = connection.get_execution_options().get("write_transaction", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _now() -> dt.datetime:

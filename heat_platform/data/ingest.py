@@ -1,17 +1,25 @@
 """One partition's worth of data work, composed from the library: what each asset calls.
 
-* :func:`ingest_problem_spec` — an experiment's problem.yaml: copied, parsed safely, recorded;
-* :func:`ingest_batch` — a landing file: copied into the content store while hashing, read
-  (to learn whether it is readable and what it holds), recorded as the batch's current version;
+* :func:`ingest_problem_spec` — an experiment's problem.yaml: copied, parsed safely, checked to
+  name its own folder, recorded;
+* :func:`ingest_batch` — a landing file: its size checked first, then copied into the content
+  store while hashing (bounded, and only if it still holds the bytes the sensor announced),
+  read (to learn whether it is readable and what it holds), recorded as the batch's current
+  version;
 * :func:`validate_batch` — the current version: row rules, quarantine, the Great Expectations
   contract on the rows that passed, outcome recorded in the catalog;
 * :func:`assemble_training_set` — an experiment's validated batches as one stored training set.
 
-Every function returns a small result object the asset turns into Dagster metadata.
+Every function returns a small result object the asset turns into Dagster metadata. Messages
+name files as the user dropped them, never by their blob in the store. Text that came from a
+user (cell values, column and file names) goes into Markdown only through
+:func:`markdown_text`, so it shows as written and cannot fetch images, add links or break a
+table in the Dagster UI.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from heat_platform.data.catalog import BatchVersion, Catalog, SpecVersion, ValidatedBatches
-from heat_platform.data.contract import BatchReadError, RawBatch, read_batch
+from heat_platform.data.contract import BatchReadError, RawBatch, check_size, read_batch
 from heat_platform.data.expectations import ExpectationsResult, run_expectations
 from heat_platform.data.landing import LandingFile, LandingZone
 from heat_platform.data.store import BlobRef, ContentStore
@@ -58,9 +66,15 @@ def ingest_problem_spec(zone: LandingZone, store: ContentStore, catalog: Catalog
                                       message=str(error), run_id=run_id)
         return IngestedSpec(version, None, error)
     with zone.open(landing_file) as handle:
-        blob = store.put_file(handle, ext="yaml")
+        blob = store.put_file(handle, ext="yaml", max_bytes=MAX_BYTES)
     try:
         spec = load_spec(blob.path)
+        if spec.name != experiment:
+            # The folder names the experiment (partitions, models, the API); a name that says
+            # otherwise is a copied or misplaced file, and which one is meant cannot be guessed.
+            raise SpecError("name", f"is {spec.name!r} but the file is in the folder "
+                            f"{experiment!r}: the folder names the experiment; set "
+                            f"'name: {experiment}' or move the file to <landing>/{spec.name}/")
     except SpecError as error:
         version = catalog.record_spec(experiment, sha256=blob.sha256, blob_path=blob.path,
                                       valid=False, message=str(error), run_id=run_id)
@@ -105,12 +119,21 @@ class IngestedBatch:
 
 
 def ingest_batch(zone: LandingZone, store: ContentStore, catalog: Catalog, experiment: str,
-                 batch: str, *, rules: ValidationRules, run_id: str | None = None) -> IngestedBatch:
-    """Copy the landing file into the store (hashing what is copied) and make it current."""
+                 batch: str, *, rules: ValidationRules, expected_sha256: str | None = None,
+                 run_id: str | None = None) -> IngestedBatch:
+    """Copy the landing file into the store (hashing what is copied) and make it current.
+
+    Nothing is copied, and nothing recorded, when the file is above ``rules.max_file_bytes``
+    (a :class:`BatchReadError` ``too_large``, raised before a byte is read), grows past it
+    while copied, holds other bytes than ``expected_sha256`` (the version the sensor hashed and
+    announced: the changed file is announced anew), or does not fit on the disk (the
+    :class:`~heat_platform.data.store.StoreError` says which)."""
     landing_file = zone.locate(experiment, batch)
+    check_size(landing_file.path.name, landing_file.size, rules.max_file_bytes)
     with zone.open(landing_file) as handle:
-        blob = store.put_file(handle, ext=landing_file.ext)
-    raw, read_error = _read(blob, rules)
+        blob = store.put_file(handle, ext=landing_file.ext, max_bytes=rules.max_file_bytes,
+                              expected_sha256=expected_sha256)
+    raw, read_error = _read(blob, rules, landing_file.path.name)
     version = catalog.record_ingestion(
         experiment, batch, sha256=blob.sha256, source_path=landing_file.path,
         blob_path=blob.path, size_bytes=blob.size, run_id=run_id,
@@ -152,7 +175,7 @@ def validate_batch(store: ContentStore, catalog: Catalog, experiment: str, batch
     if version is None:
         raise LookupError(f"batch {batch!r} of {experiment!r} has not been ingested")
     raw, read_error = _read(BlobRef(version.sha256, Path(version.blob_path), version.size_bytes),
-                            rules)
+                            rules, Path(version.source_path).name)
     if raw is None:
         record = pl.DataFrame({"row": [None], "reason": [f"file unreadable: {read_error}"]},
                               schema={"row": pl.Int64, "reason": pl.String})
@@ -182,10 +205,11 @@ def validate_batch(store: ContentStore, catalog: Catalog, experiment: str, batch
     return ValidatedBatch(version, rules, split, None, quarantine, valid, expectations, problems)
 
 
-def _read(blob: BlobRef, rules: ValidationRules) -> tuple[RawBatch | None, BatchReadError | None]:
+def _read(blob: BlobRef, rules: ValidationRules,
+          name: str) -> tuple[RawBatch | None, BatchReadError | None]:
+    """The stored copy read under the name the user gave the file."""
     try:
-        return read_batch(blob.path, max_file_bytes=rules.max_file_bytes,
-                          max_rows=rules.max_rows), None
+        return read_batch(blob.path, name=name, **rules.read_limits()), None
     except BatchReadError as error:
         return None, error
 
@@ -229,9 +253,26 @@ def assemble_training_set(catalog: Catalog, root: Path, experiment: str, spec: P
 
 
 def as_markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A small Markdown table for Dagster metadata."""
+    """A small Markdown table for Dagster metadata; every cell is :func:`markdown_text`."""
     if not rows:
         return "_none_"
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "\n".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |"
+    return head + "\n".join("| " + " | ".join(markdown_text(r.get(c, "")) for c in columns) + " |"
                             for r in rows)
+
+
+# What gives text a meaning inline (emphasis, code, links, images, HTML, entities, autolinks,
+# table cells); block markers (#, -, 1.) only count at the start of a line, which this is not.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!|~&:])")
+
+
+def markdown_text(value: Any, max_chars: int = 200) -> str:
+    """``value`` as literal inline text inside Markdown (a table cell, a list item's text):
+    every character that gives inline Markdown (or the HTML it may contain) a meaning is
+    backslash-escaped (``![](http://...)`` stays text, fetches
+    nothing; ``|`` stays in its cell), line breaks become spaces, and text longer than
+    ``max_chars`` is cut (with an ellipsis) so one cell cannot flood the UI."""
+    text = " ".join(str(value).splitlines())
+    if len(text) > max_chars:
+        text = text[: max_chars - 1] + "\u2026"
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

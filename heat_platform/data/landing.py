@@ -20,9 +20,12 @@ Nothing found is dropped silently: every entry that is not taken is returned as 
 
 Path safety: the zone never builds a path from a user-supplied string without
 :func:`safe_join`, resolves real paths, refuses symlinks (experiment dirs, ``problem.yaml``,
-batch files) that lead outside the landing root and anything that is not a regular file (a
-FIFO would block the sensor), and :meth:`LandingZone.open` checks the file actually opened
-(through ``/proc/self/fd`` on Linux) so a swap between check and use cannot redirect a read.
+batch files) that lead outside the landing root or in a loop and anything that is not a regular
+file (a FIFO would block the sensor), and :meth:`LandingZone.open` checks the file actually
+opened (through ``/proc/self/fd`` on Linux) so a swap between check and use cannot redirect a
+read. Everything that reads landing bytes goes through it: the sensor's hash
+(:meth:`LandingZone.digest`, which also reads no more than the size it observed, so a file
+swapped for a FIFO, ``/dev/zero`` or an endless writer cannot hang a tick) and the landing copy.
 Hard links cannot be told apart from ordinary files; whoever can create one in the landing
 zone could also copy the file there.
 
@@ -31,13 +34,16 @@ its cursor) that declares a file ready once its (size, mtime_ns) is unchanged si
 tick (and, optionally, older than ``min_age_s``). :func:`fingerprint` hashes ready files,
 reusing the cached sha256 while (size, mtime_ns) is unchanged, and says which content is new:
 a touched but unchanged file (new mtime, same bytes) keeps its sha and is not announced again.
+Its work per call is bounded (bytes hashed, versions announced): what does not fit is deferred,
+unannounced, to the next call, so a bulk drop is taken over several ticks instead of making
+every tick time out.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import re
 import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -46,10 +52,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from heat_platform.data.contract import FORMATS
-from heat_platform.files import file_digest
 from heat_platform.names import EXPERIMENT_NAME
 
 PROBLEM_FILE = "problem.yaml"
+HASH_CHUNK_BYTES = 4 * 1024 * 1024
 IN_FLIGHT_SUFFIXES = (".tmp", ".part", ".crdownload")
 KEY_SEPARATOR = "|"
 
@@ -267,11 +273,14 @@ class LandingZone:
             if problem:
                 skipped.append(Skipped(path, problem))
                 continue
-            target = self._resolve_inside(path, skipped)
-            if target is None:
-                continue
             try:
-                info = target.stat()
+                if entry.is_symlink():  # only links need resolving: the directory is real
+                    target = self._resolve_inside(path, skipped)
+                    if target is None:
+                        continue
+                    info = target.stat()
+                else:
+                    info = entry.stat(follow_symlinks=False)
             except OSError as error:
                 skipped.append(Skipped(path, f"cannot stat: {error.strerror}"))
                 continue
@@ -333,8 +342,9 @@ class LandingZone:
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(landing_file.path, flags)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise LandingError(f"{landing_file.path} is not a regular file")
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise LandingError(f"{landing_file.path} is not a regular file ({_kind(mode)})")
             opened = _opened_path(fd) or Path(os.path.realpath(landing_file.path))
             if not _inside(opened, self.root):
                 raise LandingError(f"{landing_file.path} leads outside the landing root ({opened})")
@@ -343,6 +353,21 @@ class LandingZone:
         except BaseException:
             os.close(fd)
             raise
+
+    def digest(self, landing_file: LandingFile) -> str:
+        """sha256 of a landing file read through :meth:`open`, reading at most the size it was
+        observed with (+1 byte to notice more): a file that grew, or was swapped for an endless
+        one, is a :class:`LandingError` instead of a read that never ends."""
+        digest = hashlib.sha256()
+        remaining = landing_file.size + 1
+        with self.open(landing_file) as handle:
+            while remaining > 0 and (chunk := handle.read(min(HASH_CHUNK_BYTES, remaining))):
+                digest.update(chunk)
+                remaining -= len(chunk)
+        if remaining <= 0:
+            raise LandingError(f"{landing_file.path} holds more than the {landing_file.size} "
+                               "bytes it had when it was observed")
+        return digest.hexdigest()
 
     # -- helpers --
 
@@ -356,17 +381,35 @@ class LandingZone:
 
     def _resolve_inside(self, path: Path, skipped: list[Skipped]) -> Path | None:
         """Real path of ``path`` if it stays inside the landing root, else report and None."""
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                reason = "symlink loop (it leads back to itself); refused"
+            elif path.is_symlink():
+                reason = "broken symlink"
+            else:
+                reason = "vanished" if error.errno == errno.ENOENT else f"cannot stat: {error.strerror}"
+            skipped.append(Skipped(path, reason))
+            return None
         real = Path(os.path.realpath(path))
         if not _inside(real, self.root):
-            what = "symlink" if path.is_symlink() else "path"
+            # only a symlink (the file or a folder above it) leads outside; asking which again
+            # would race with a file swapped meanwhile
             skipped.append(
-                Skipped(path, f"{what} points outside the landing root ({real}); refused")
+                Skipped(path, f"symlink points outside the landing root ({real}); refused")
             )
             return None
-        if not real.exists():
-            skipped.append(Skipped(path, "broken symlink" if path.is_symlink() else "vanished"))
-            return None
         return real
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _opened_path(fd: int) -> Path | None:
@@ -405,6 +448,7 @@ class Fingerprints:
     state: dict[str, Any]
     versions: list[FileVersion]
     errors: list[Skipped]
+    deferred: list[LandingFile] = field(default_factory=list)  # over the tick's bounds
 
     @property
     def new(self) -> list[FileVersion]:
@@ -470,14 +514,24 @@ def fingerprint(
     state: Mapping[str, Any],
     ready: Iterable[LandingFile],
     *,
-    hasher: Callable[[Path], str] = file_digest,
+    hasher: Callable[[LandingFile], str],
+    max_hash_bytes: int | None = None,
+    max_new: int | None = None,
 ) -> Fingerprints:
     """sha256 of each ready file (cached while its size and mtime are unchanged) and whether
     that content is new since it was last announced. Returns the updated state: the caller
-    announces (requests a run for) every ``is_new`` version, in the same tick."""
+    announces (requests a run for) every ``is_new`` version, in the same tick.
+
+    ``hasher`` reads the file (:meth:`LandingZone.digest`). Work is bounded, in the order
+    ``ready`` is given: files are hashed until ``max_hash_bytes`` are spent (at least one file
+    is, so a file larger than the budget still gets its turn), and at most ``max_new`` new
+    versions are announced. Files beyond either bound are in ``deferred``, not announced, and
+    come back on the next call."""
     files = {key: dict(entry) for key, entry in state.get("files", {}).items()}
     versions: list[FileVersion] = []
     errors: list[Skipped] = []
+    deferred: list[LandingFile] = []
+    hashed_bytes = hashed_files = announced = 0
     for landing_file in ready:
         entry = files.setdefault(
             landing_file.key,
@@ -490,11 +544,20 @@ def fingerprint(
         )
         sha = entry.get("sha256")
         if sha is None:
+            if (max_hash_bytes is not None and hashed_files
+                    and hashed_bytes + landing_file.size > max_hash_bytes):
+                deferred.append(landing_file)
+                continue
+            hashed_files += 1
+            hashed_bytes += landing_file.size
             try:
-                sha = hasher(landing_file.path)
+                sha = hasher(landing_file)
                 after = os.stat(landing_file.path)
             except OSError as error:
                 errors.append(Skipped(landing_file.path, f"cannot hash: {error.strerror}"))
+                continue
+            except LandingError as error:
+                errors.append(Skipped(landing_file.path, f"not hashed: {error}"))
                 continue
             if (after.st_size, after.st_mtime_ns) != (landing_file.size, landing_file.mtime_ns):
                 # Changed while hashing: the sha may describe a torn read; try next tick.
@@ -503,6 +566,10 @@ def fingerprint(
                 continue
             entry["sha256"] = sha
         is_new = sha != entry.get("announced")
+        if is_new and max_new is not None and announced >= max_new:
+            deferred.append(landing_file)
+            continue
+        announced += is_new
         entry["announced"] = sha
         versions.append(FileVersion(landing_file, sha, is_new))
-    return Fingerprints({"v": STATE_VERSION, "files": files}, versions, errors)
+    return Fingerprints({"v": STATE_VERSION, "files": files}, versions, errors, deferred)

@@ -32,6 +32,7 @@ from typing import Any
 
 import polars as pl
 
+from heat_platform.data.store import disk_full_as_error
 from heat_platform.data.validation import VALID_SCHEMA, domain_bounds
 from heat_platform.files import atomic_path, atomic_write, file_digest
 from heat_platform.heat.noise import noise_level
@@ -182,8 +183,14 @@ def data_version(pairs: list[tuple[str, str]], params: dict[str, Any]) -> str:
 def save_training_set(ts: TrainingSet, directory: str | os.PathLike[str]) -> Path:
     """Write the training set to ``directory`` (created if needed); returns the manifest path.
     Each file is written to a temporary name and renamed; the manifest comes last, so a
-    directory with a manifest is complete."""
+    directory with a manifest is complete. A full disk is a
+    :class:`~heat_platform.data.store.DiskFullError` and leaves no manifest."""
     directory = Path(directory)
+    with disk_full_as_error(directory.parent, f"the training set {directory.name}"):
+        return _save(ts, directory)
+
+
+def _save(ts: TrainingSet, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     for name, frame in (("train", ts.train), ("validation", ts.validation)):

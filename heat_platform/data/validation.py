@@ -40,8 +40,10 @@ import polars as pl
 
 from heat_platform.data.contract import (
     CONTRACT_COLUMNS,
+    DEFAULT_MAX_CELL_BYTES,
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_ROWS,
+    DEFAULT_MAX_UNCOMPRESSED_BYTES,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
     ROW_COLUMN,
@@ -79,6 +81,8 @@ class ValidationRules:
     min_rows: int = 10
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_rows: int | None = DEFAULT_MAX_ROWS
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+    max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES
 
     @classmethod
     def from_spec(cls, spec: Any, **overrides: Any) -> ValidationRules:
@@ -93,7 +97,16 @@ class ValidationRules:
             "min_rows": self.min_rows,
             "max_file_bytes": self.max_file_bytes,
             "max_rows": self.max_rows,
+            "max_uncompressed_bytes": self.max_uncompressed_bytes,
+            "max_cell_bytes": self.max_cell_bytes,
         }
+
+    def read_limits(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~heat_platform.data.contract.read_batch` these rules
+        set."""
+        return {"max_file_bytes": self.max_file_bytes, "max_rows": self.max_rows,
+                "max_uncompressed_bytes": self.max_uncompressed_bytes,
+                "max_cell_bytes": self.max_cell_bytes}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ def test_sensor_finds_files_adds_partitions_and_is_idempotent(platform_paths, se
     first, _ = sensor.tick()  # a file must look the same on two ticks before it is read
     assert not first.run_requests and first.skip_reason
     second, ran = sensor.tick()  # the spec first: validation needs its domain
-    assert _keys(second) == [f"inclusion|problem.yaml@{storage.catalog().latest_spec('inclusion').sha256}#1"]
+    spec = platform_paths.landing / "inclusion" / "problem.yaml"
+    assert _keys(second) == [f"inclusion|problem.yaml@{storage.catalog().latest_spec('inclusion').sha256}"
+                             f"@{spec.stat().st_mtime_ns}"]
     assert all(r.success for r in ran)
     assert sensor.instance.get_dynamic_partitions("experiments") == ["inclusion"]
 
@@ -52,17 +54,20 @@ def test_touched_file_is_no_news_and_changed_file_is_a_new_version(platform_path
     simulate_to_landing(platform_paths.landing, "inclusion", seed=7, batch="b001")  # rewritten
     sensor.tick()
     changed, ran = sensor.tick()
-    assert len(changed.run_requests) == 1 and changed.run_requests[0].run_key.endswith("#2")
-    assert ran[0].success
+    assert len(changed.run_requests) == 1 and ran[0].success
     history = storage.catalog().history("inclusion", "b001")
     assert history[0].sha256 == first.sha256 and len(history) == 2
     assert os.path.exists(first.blob_path)  # the old version stays retrievable
 
-    # changed back to the first content: still a new run (the run key carries a sequence)
+    # changed back to the first content: still a new run (the run key carries the mtime)
     shutil.copyfile(first.blob_path, batch)
     sensor.tick()
     back, ran = sensor.tick()
-    assert back.run_requests[0].run_key.endswith("#3") and ran[0].success
+    assert back.run_requests[0].run_key.startswith(f"inclusion|b001@{first.sha256}@")
+    assert ran[0].success
+    keys = [r.tags["dagster/run_key"] for r in sensor.instance.get_runs()
+            if r.tags.get("dagster/partition") == "b001|inclusion"]
+    assert len(keys) == len(set(keys)) == 3
     assert storage.catalog().current_version("inclusion", "b001").sha256 == first.sha256
 
 
@@ -154,3 +159,60 @@ def test_problem_spec_called_directly_names_the_offending_key_and_token(platform
         measurements.problem_spec(dg.build_asset_context(partition_key="evil"), storage=storage)
     assert failure.value.metadata["key"].value == "source"
     assert "__class__" in failure.value.description
+
+
+def test_a_problem_yaml_naming_another_experiment_is_refused(platform_paths, sensor, storage):
+    # a spec copied from another experiment's folder: which name is meant cannot be guessed
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "plate").mkdir()
+    shutil.copyfile(platform_paths.landing / "inclusion" / "problem.yaml",
+                    platform_paths.landing / "plate" / "problem.yaml")
+    (platform_paths.landing / "plate" / "b001.csv").write_text("x,y,t,u\n0.5,0.5,0.1,0.2\n")
+    outcomes = sensor.until_quiet()
+    [failed] = [o for o in outcomes if not o.success]
+    error = failed.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "name: is 'inclusion' but the file is in the folder 'plate'" in error.description
+    assert error.metadata["key"].value == "name"
+    latest = storage.catalog().latest_spec("plate")
+    assert not latest.valid and "set 'name: plate'" in latest.message
+    assert storage.catalog().current_version("plate", "b001") is None  # its batches wait
+    assert storage.catalog().latest_spec("inclusion").valid
+
+
+def test_a_ragged_csv_is_reported_under_the_name_the_user_gave_it(platform_paths, sensor,
+                                                                    storage):
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    (platform_paths.landing / "inclusion" / "field run 3.csv").write_text(
+        "x,y,t,u\n0.5,0.5,0.1,0.2\n0.5,0.5,0.2,0,3\n")
+    sensor.until_quiet()
+    version = storage.catalog().current_version("inclusion", "field run 3")
+    assert version.status == "rejected"
+    assert "malformed_csv: 'field run 3.csv' line 3 has 5 fields" in version.message
+    assert version.sha256 not in version.message  # not the stored blob's name
+
+
+def test_a_file_swapped_between_the_hash_and_the_copy_is_ingested_once_as_its_new_self(
+        platform_paths, sensor, storage):
+    write_problem(platform_paths.landing, "inclusion", "inclusion")
+    sensor.until_quiet()
+    first = simulate_to_landing(platform_paths.landing, "inclusion", seed=1)
+    sensor.tick()
+    announced, _ = sensor.tick(execute=False)  # hashed and announced, not yet copied
+    [request] = announced.run_requests
+    simulate_to_landing(platform_paths.landing, "inclusion", seed=2, batch="b001")  # swapped
+    result = dg.materialize([measurements.raw_measurements], instance=sensor.instance,
+                            partition_key=request.partition_key, resources=sensor.resources,
+                            tags={**request.tags, "dagster/run_key": request.run_key},
+                            raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "changed after it was hashed" in failure.description
+    assert storage.catalog().current_version("inclusion", "b001") is None  # nothing recorded
+    assert not list(platform_paths.blobs.rglob("*.parquet"))  # nor stored
+
+    outcomes = sensor.until_quiet()  # the new content is announced and ingested, once
+    assert len(outcomes) == 1 and outcomes[0].success
+    [version] = storage.catalog().history("inclusion", "b001")
+    from heat_platform.files import file_digest
+
+    assert version.sha256 == file_digest(first) != request.tags["heat_platform/sha256"]

@@ -12,12 +12,14 @@ import polars as pl
 import pytest
 
 from heat_platform.assets.features import training_set
+from heat_platform.data.contract import BatchReadError
 from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 from heat_platform.paths import PlatformPaths
 from heat_platform.simulate import write_batch, write_problem
 from heat_platform_tests.conftest import SensorDriver, latest_materialization
 
 GOOD = simulate_batch(SCENARIOS["inclusion"], seed=1, sensors=(6, 4), n_times=5).columns()
+IMAGE = "![](http://evil.example/pixel.png)"
 
 
 def _good(**changes) -> pl.DataFrame:
@@ -49,6 +51,11 @@ BAD_FILES = {
                                 .otherwise(pl.col("sigma")))).encode(),
     "mostly-bad.csv": _csv(_good(x=pl.when(pl.int_range(pl.len()) < 60).then(9.0)
                                  .otherwise(pl.col("x")))).encode(),
+    # text that would be Markdown: an image fetch, a link, a cell separator
+    "markdown.csv": _csv(_good(u=pl.when(pl.int_range(pl.len()) == 1).then(pl.lit(IMAGE))
+                               .when(pl.int_range(pl.len()) == 2).then(pl.lit("1|2 [x](http://evil.example)"))
+                               .otherwise(pl.col("u").cast(pl.String)))).encode(),
+    "markdown-header.csv": _csv(_good().rename({"u": IMAGE})).encode(),
 }
 
 
@@ -108,7 +115,7 @@ def _check_evaluations(instance, asset, name, partition=None) -> list:
 @pytest.mark.parametrize(("name", "kind"), [
     ("zero-bytes.csv", "zero_bytes"), ("empty.parquet", "no_rows"),
     ("truncated.parquet", "corrupt"), ("header-only.csv", "no_rows"),
-    ("wrong-columns.csv", "columns"),
+    ("wrong-columns.csv", "columns"), ("markdown-header.csv", "columns"),
 ])
 def test_unreadable_files_fail_their_partition_with_a_specific_error(ingested, name, kind):
     paths, instance, _, _ = ingested
@@ -160,9 +167,9 @@ def test_great_expectations_contract_links_its_data_docs(ingested):
     _, instance, _, _ = ingested
     passed = [e for e in _check_evaluations(instance, "validated_measurements",
                                             "great_expectations_contract") if e.passed]
-    # the good batches, the five with a few quarantined rows, and the mostly-bad one, whose
+    # the good batches, the six with a few quarantined rows, and the mostly-bad one, whose
     # remaining rows are fine (it fails on the quarantine share, not on the contract)
-    assert len(passed) == 8
+    assert len(passed) == 9
     docs = passed[0].metadata["data docs"].value
     assert docs.startswith("file://") and os.path.exists(docs.removeprefix("file://"))
 
@@ -172,7 +179,7 @@ def test_other_partitions_keep_working_and_the_training_set_lists_what_it_left_o
     assert _version(ingested, "good-1").status == "validated"
     assert _version(ingested, "good-2").status == "validated"
     failed = sum(not o.success for o in outcomes)
-    assert failed == 6  # five unreadable files and the mostly-bad one
+    assert failed == 7  # six unreadable files and the mostly-bad one
     result = dg.materialize([training_set], instance=instance, partition_key="inclusion",
                             resources=resources)
     metadata = result.asset_materializations_for_node("training_set")[0].metadata
@@ -182,15 +189,53 @@ def test_other_partitions_keep_working_and_the_training_set_lists_what_it_left_o
     assert "mostly-bad" in metadata["excluded"].value
 
 
-def test_a_very_large_file_is_refused_with_its_size(platform_paths, dagster_instance, storage):
+def test_quarantine_reasons_are_data_and_user_text_never_becomes_markdown(ingested):
+    """A reading of ``![](http://...)`` or ``1|2`` is shown as written: as a value in a table
+    of data, and, where user text meets Markdown (the training set's list of excluded batches
+    quotes the column names of a rejected file), escaped, so that rendering it as the UI does
+    fetches no image, makes no link and keeps every row of the table in its cells."""
+    from markdown_it import MarkdownIt
+
+    _, instance, resources, _ = ingested
+    examples = latest_materialization(instance, "quarantined_measurements",
+                                      "markdown|inclusion").metadata["examples"]
+    assert isinstance(examples, dg.TableMetadataValue)
+    reasons = [record.data["reason"] for record in examples.records]
+    assert reasons == [f"u is not a number ('{IMAGE}')",
+                       "u is not a number ('1|2 [x](http://evil.example)')"]
+
+    result = dg.materialize([training_set], instance=instance, partition_key="inclusion",
+                            resources=resources)
+    excluded = result.asset_materializations_for_node("training_set")[0].metadata["excluded"]
+    assert "evil.example" in excluded.value  # the reason quotes the user's column name...
+    html = MarkdownIt("commonmark").enable("table").render(excluded.value)
+    assert "<img" not in html and "<a " not in html  # ...as text
+    assert "![](http://evil.example/pixel.png)" in html
+    rows = html.split("<tr>")[2:]
+    assert all(row.count("<td>") == 2 for row in rows)  # batch, reason: no cell broke out
+
+
+def test_a_file_over_the_size_limit_is_reported_and_never_copied(platform_paths, dagster_instance,
+                                                                 storage, capsys):
+    from heat_platform.data.ingest import ingest_batch
     from heat_platform.resources import build_resources, resolved
     from heat_platform.resources.storage import PlatformStorage
 
-    resources = {**resolved(build_resources(platform_paths)),
-                 "storage": PlatformStorage(home=storage.home, max_file_bytes=1000)}
+    limited = PlatformStorage(home=storage.home, max_file_bytes=1000)
+    resources = {**resolved(build_resources(platform_paths)), "storage": limited}
     write_problem(platform_paths.landing, "inclusion", "inclusion")
     write_batch(platform_paths.landing, "inclusion", "big", GOOD)
-    outcomes = SensorDriver(dagster_instance, resources).until_quiet()
-    assert not outcomes[-1].success
-    version = storage.catalog().current_version("inclusion", "big")
-    assert version.status == "rejected" and "too_large" in version.message
+    driver = SensorDriver(dagster_instance, resources)
+    for _ in range(3):
+        result, _ = driver.tick()
+        assert not any("big" in r.run_key for r in result.run_requests or [])
+    logged = capsys.readouterr().err  # the sensor's warnings name every file it did not take
+    assert "big.parquet: not read: too_large: 'big.parquet' is" in logged
+    assert "above the limit of 1000 bytes" in logged
+    assert storage.catalog().current_version("inclusion", "big") is None
+    assert not list(platform_paths.blobs.rglob("*.parquet"))  # not a byte copied
+    # asked for anyway (by hand), the ingestion refuses before it copies anything
+    with pytest.raises(BatchReadError, match="too_large"):
+        ingest_batch(limited.landing(), limited.store(), limited.catalog(), "inclusion", "big",
+                     rules=limited.rules())
+    assert not list(platform_paths.blobs.rglob("*.parquet"))

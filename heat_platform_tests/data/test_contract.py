@@ -171,3 +171,83 @@ def test_unsupported_extension(write_text):
 def test_strings_in_numeric_columns_are_not_a_file_error(write_text):
     raw = read_batch(write_text("b.csv", "x,y,t,u\n0.1,0.2,1,abc\n"))
     assert raw.frame.get_column("u").to_list() == ["abc"]
+
+
+# --- issue 24: errors name what the user dropped; hostile files are bounded ------------------
+
+
+def test_errors_name_the_users_file_not_the_stored_blob(tmp_path):
+    # read_batch is handed the content store's copy, named after its sha256
+    blob = tmp_path / ("ab" * 32 + ".csv")
+    blob.write_text("x,y,t,u\n0.1,0.2,1,20\n0.1,0.2,2,20,5\n")
+    error = read_error(blob, name="field run 3.csv")
+    assert error.kind == "malformed_csv"
+    assert error.message.startswith("'field run 3.csv' line 3 has 5 fields")
+    assert "ab" * 32 not in str(error)
+
+
+@pytest.mark.parametrize(("encoding", "named"), [
+    ("utf-16", "UTF-16"),  # what Excel's "Unicode text" writes: a byte order mark, then LE
+    ("utf-16-be", "UTF-16"),  # no byte order mark
+    ("utf-32", "UTF-32"),
+])
+def test_a_utf16_or_utf32_csv_is_reported_as_not_utf8(write_text, encoding, named):
+    error = read_error(write_text("b.csv", "x,y,t,u\n0.1,0.2,1,20\n".encode(encoding)))
+    assert error.kind == "encoding"
+    assert f"'b.csv' is not UTF-8 (looks like {named})" in error.message
+
+
+def test_a_utf8_byte_order_mark_is_fine(write_text):
+    raw = read_batch(write_text("b.csv", "x,y,t,u\n0.1,0.2,1,20\n".encode("utf-8-sig")))
+    assert raw.frame.columns == ["row", "x", "y", "t", "u"]
+
+
+def test_a_parquet_decompression_bomb_is_refused_from_its_footer(tmp_path):
+    # 40 MB of zeros in 2 KB of zstd: nothing may be decompressed to find out
+    n = 1_000_000
+    bomb = pl.DataFrame({c: pl.zeros(n, eager=True) for c in "xytu"}).with_columns(
+        pl.lit("s" * 200).alias("lab_note"))
+    bomb.write_parquet(tmp_path / "b.parquet", compression="zstd", use_pyarrow=True,
+                       pyarrow_options={"use_dictionary": False})
+    on_disk = (tmp_path / "b.parquet").stat().st_size
+    error = read_error(tmp_path / "b.parquet", max_uncompressed_bytes=10 * 1024**2)
+    assert error.kind == "too_large"
+    assert "declares" in error.message and "decompression bomb" in error.message
+    assert on_disk < 10 * 1024**2  # the file itself is far below the limit
+    assert read_batch(tmp_path / "b.parquet").n_rows == n  # the default limit lets it through
+
+
+def test_numbers_stored_as_text_in_parquet_are_refused(tmp_path):
+    clean_frame(5).with_columns(pl.col("u").cast(pl.String)).write_parquet(tmp_path / "b.parquet")
+    error = read_error(tmp_path / "b.parquet")
+    assert error.kind == "column_type"
+    assert "'u' is String in a Parquet file" in error.message
+
+
+def test_an_overlong_parquet_text_cell_is_refused(tmp_path):
+    clean_frame(5).with_columns(pl.lit("s" * 5000).alias("sensor_id")).write_parquet(
+        tmp_path / "b.parquet")
+    error = read_error(tmp_path / "b.parquet", max_cell_bytes=1024)
+    assert error.kind == "cell_too_long"
+    assert "'sensor_id' of 5,000 bytes in row 1" in error.message
+
+
+def test_an_overlong_csv_cell_is_refused_before_parsing(write_text):
+    # quoted cells may hold separators and line breaks: they count in the cell's length
+    body = 'x,y,t,u,note\n0.1,0.2,1,20,"a,b\nc"\n0.1,0.2,2,20,"' + "z" * 2000 + '"\n'
+    error = read_error(write_text("b.csv", body), max_cell_bytes=1024)
+    assert error.kind == "cell_too_long"
+    assert "'b.csv' has a cell of more than 1,024 bytes on line 4" in error.message
+    fine = 'x,y,t,u,note\n0.1,0.2,1,20,"a,b\nc"\n0.1,0.2,2,20,"' + "z" * 1000 + '"\n'
+    assert read_batch(write_text("fine.csv", fine), max_cell_bytes=1024).n_rows == 2
+
+
+def test_a_long_cell_across_read_chunks_is_found(write_text, monkeypatch):
+    from heat_platform.data import contract
+
+    monkeypatch.setattr(contract, "_SCAN_CHUNK_BYTES", 64)  # many chunks in a small file
+    rows = "".join(f"0.{i},0.2,{i},20\n" for i in range(1, 30))
+    path = write_text("b.csv", "x,y,t,u\n" + rows + "0.5,0.2,31," + "9" * 300 + "\n" + rows)
+    error = read_error(path, max_cell_bytes=100)
+    assert error.kind == "cell_too_long" and "on line 31" in error.message
+    assert read_batch(write_text("ok.csv", "x,y,t,u\n" + rows), max_cell_bytes=100).n_rows == 29

@@ -226,9 +226,9 @@ def test_hash_cache_and_touched_but_unchanged_file(landing):
     zone = LandingZone(landing)
     calls: list[Path] = []
 
-    def hasher(p: Path) -> str:
-        calls.append(p)
-        return file_digest(p)
+    def hasher(landing_file) -> str:
+        calls.append(landing_file.path)
+        return zone.digest(landing_file)
 
     state = observe(empty_state(), zone.scan().files, now_ns=1).state
     seen = observe(state, zone.scan().files, now_ns=2)
@@ -262,3 +262,95 @@ def test_file_digest_is_the_sha256_of_the_bytes(tmp_path):
     import hashlib
 
     assert file_digest(path) == hashlib.sha256(b"a" * 3_000_001).hexdigest()
+
+
+# --- issue 24: the sensor's hash goes through the hardened open, and is bounded -------------
+
+
+def _within(seconds: float, call):
+    """Run ``call`` in a thread; its result, or fail if it has not returned after ``seconds``
+    (a hang must fail the test, not freeze it)."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call)
+    try:
+        return future.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        pytest.fail(f"still blocked after {seconds} s")
+    finally:
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("swap", ["fifo", "dev-zero", "grown"])
+def test_a_file_swapped_after_the_scan_cannot_hang_the_hash(landing, swap):
+    directory = make_experiment(landing)
+    path = touch(directory / "b1.csv", "x,y,t,u\n1,2,3,4\n")
+    zone = LandingZone(landing)
+    [landing_file] = zone.scan().files
+    path.unlink()
+    if swap == "fifo":
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    elif swap == "dev-zero":
+        path.symlink_to("/dev/zero")  # endless bytes
+    else:
+        path.write_text("x,y,t,u\n" + "1,2,3,4\n" * 100_000)  # rewritten, bigger
+    with pytest.raises(LandingError) as caught:
+        _within(10, lambda: zone.digest(landing_file))
+    expected = {"fifo": "not a regular file (a FIFO)",
+                "dev-zero": "not a regular file (a character device)",
+                "grown": "holds more than the 16 bytes"}[swap]
+    assert expected in str(caught.value)
+    state = observe(observe(None, [landing_file], now_ns=1).state, [landing_file], now_ns=2)
+    prints = _within(10, lambda: fingerprint(state.state, state.ready, hasher=zone.digest))
+    assert prints.versions == [] and expected in prints.errors[0].reason
+
+
+def test_a_symlink_loop_is_reported_as_one(landing):
+    directory = make_experiment(landing)
+    (directory / "a.csv").symlink_to(directory / "b.csv")
+    (directory / "b.csv").symlink_to(directory / "a.csv")
+    (landing / "loop").symlink_to(landing / "loop")
+    zone = LandingZone(landing)
+    scan = zone.scan()
+    reasons = skipped_reasons(scan)
+    assert scan.files == []
+    assert reasons["a.csv"] == reasons["b.csv"] == "symlink loop (it leads back to itself); refused"
+    assert reasons["loop"] == "symlink loop (it leads back to itself); refused"
+
+
+def test_each_call_hashes_and_announces_a_bounded_amount(landing):
+    directory = make_experiment(landing)
+    for i in range(5):
+        touch(directory / f"b{i}.csv", f"x,y,t,u\n{i:091d}\n")  # 100 bytes each
+    zone = LandingZone(landing)
+    files = zone.scan().files
+    state = observe(None, files, now_ns=1).state
+    hashed: list[str] = []
+
+    def hasher(landing_file):
+        hashed.append(landing_file.batch)
+        return zone.digest(landing_file)
+
+    announced: list[str] = []
+    for expected_hashed, expected_new in ((2, ["b0", "b1"]), (2, ["b2", "b3"]), (1, ["b4"])):
+        seen = observe(state, files, now_ns=2)
+        before = len(hashed)
+        prints = fingerprint(seen.state, seen.ready, hasher=hasher, max_hash_bytes=250)
+        assert len(hashed) - before == expected_hashed
+        assert [v.file.batch for v in prints.new] == expected_new
+        announced += [v.file.batch for v in prints.new]
+        state = prints.state
+    assert announced == ["b0", "b1", "b2", "b3", "b4"]  # each exactly once
+
+    # a file larger than the whole budget still gets its turn, alone
+    seen = observe(observe(None, files, now_ns=1).state, files, now_ns=2)
+    assert len(fingerprint(seen.state, seen.ready, hasher=hasher, max_hash_bytes=10).new) == 1
+
+    # at most max_new announcements; the others wait, already hashed, unannounced
+    prints = fingerprint(seen.state, seen.ready, hasher=hasher, max_new=2)
+    assert [v.file.batch for v in prints.new] == ["b0", "b1"]
+    assert [f.batch for f in prints.deferred] == ["b2", "b3", "b4"]
+    again = fingerprint(prints.state, observe(prints.state, files, now_ns=3).ready,
+                        hasher=hasher, max_new=2)
+    assert [v.file.batch for v in again.new] == ["b2", "b3"]

@@ -25,7 +25,7 @@ from heat_platform_tests.data.conftest import BOUNDS, clean_frame
 
 def run_tick(zone: LandingZone, state: dict, now_ns: int):
     seen = observe(state, zone.scan().files, now_ns=now_ns)
-    return fingerprint(seen.state, seen.ready)
+    return fingerprint(seen.state, seen.ready, hasher=zone.digest)
 
 
 def ingest_and_validate(zone, store, catalog, landing_file, rules):

@@ -7,10 +7,17 @@ import io
 import os
 import stat
 
+import numpy as np
 import polars as pl
 import pytest
 
-from heat_platform.data.store import ContentStore, SourceChangedError, StoreError
+from heat_platform.data.store import (
+    ContentStore,
+    DiskFullError,
+    SourceChangedError,
+    StoreError,
+    TooLargeError,
+)
 
 
 def test_put_file_stores_exactly_what_it_hashed(tmp_path):
@@ -99,3 +106,87 @@ def test_put_frame_stores_a_derived_table(tmp_path):
     blob = store.put_frame(frame)
     assert blob.ext == "parquet" and pl.read_parquet(blob.path).equals(frame)
     assert store.verify(blob)
+
+
+# --- issue 24: bounded copies, announced content only, a full disk said plainly -------------
+
+
+def test_a_copy_stops_at_its_limit_even_from_an_endless_source(tmp_path):
+    store = ContentStore(tmp_path / "store", reserve_bytes=0)
+    with open("/dev/zero", "rb") as endless, pytest.raises(TooLargeError, match="grew past"):
+        store.put_file(endless, ext="csv", max_bytes=1024**2)
+    assert list((store.root / "tmp").iterdir()) == []
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"1" * 5000)
+    with pytest.raises(TooLargeError, match="5000 bytes, above the limit of 4096"):
+        store.put_file(big, max_bytes=4096)  # refused from its size, before reading
+    assert not (store.root / "sha256").exists()
+
+
+def test_bytes_other_than_the_announced_ones_are_not_stored(tmp_path):
+    src = tmp_path / "b1.csv"
+    src.write_text("version 2")
+    store = ContentStore(tmp_path / "store", reserve_bytes=0)
+    announced = hashlib.sha256(b"version 1").hexdigest()
+    with pytest.raises(SourceChangedError, match="changed after it was hashed"):
+        store.put_file(src, expected_sha256=announced)
+    assert not (store.root / "sha256").exists() and list((store.root / "tmp").iterdir()) == []
+    assert store.put_file(src, expected_sha256=hashlib.sha256(b"version 2").hexdigest()).size == 9
+
+
+def test_a_copy_that_would_eat_the_reserve_is_refused_before_it_starts(tmp_path):
+    from heat_platform.data.store import free_bytes
+
+    src = tmp_path / "b1.csv"
+    src.write_bytes(b"x" * 1000)
+    free = free_bytes(tmp_path)
+    store = ContentStore(tmp_path / "store", reserve_bytes=free)  # leaves less than the reserve
+    with pytest.raises(DiskFullError, match="must stay free for the catalog, MLflow and Dagster"):
+        store.put_file(src)
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs), so writes fail with the kernel's ENOSPC."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs to fill a real disk here ({done.stderr.strip()});"
+                    " CI runs as root, where it can")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_while_storing_a_landing_copy_is_a_clear_error(tmp_path, tiny_disk):
+    store = ContentStore(tiny_disk / "store", reserve_bytes=0)
+    # a source whose size says 0 and that never ends (like a file still being written) passes
+    # the check before the copy: the write itself fills the disk and must fail clearly
+    with open("/dev/zero", "rb") as endless, pytest.raises(DiskFullError) as caught:
+        store.put_file(endless, ext="csv")
+    assert "the disk is full: writing a copy of /dev/zero" in str(caught.value)
+    assert "MiB free" in str(caught.value) and "HEAT_PLATFORM_HOME" in str(caught.value)
+    assert list((store.root / "tmp").iterdir()) == []  # no partial file left behind
+    src = tmp_path / "b1.csv"
+    src.write_bytes(os.urandom(3 * 1024**2))  # more than the whole disk: refused up front
+    with pytest.raises(DiskFullError, match="no room for a copy of"):
+        store.put_file(src)
+
+
+def test_a_full_disk_while_storing_a_training_set_is_a_clear_error(tiny_disk):
+    from heat_platform.data.training_set import BatchInput, build_training_set, save_training_set
+    from heat_platform_tests.data.conftest import BOUNDS, clean_frame
+
+    rng_rows = clean_frame(60_000, n_sensors=400).with_columns(
+        pl.Series("u", np.random.default_rng(0).normal(20, 1, 60_000)))
+    training = build_training_set([BatchInput("b1", "a" * 64, rng_rows.with_row_index(
+        "row", offset=1).with_columns(pl.col("row").cast(pl.Int64)))], BOUNDS)
+    (tiny_disk / "filler").write_bytes(b"\0" * (1536 * 1024))  # the disk is nearly full
+    with pytest.raises(DiskFullError, match="the disk is full: writing the training set"):
+        save_training_set(training, tiny_disk / "training_sets" / "exp1" / training.data_version)
+    assert not (tiny_disk / "training_sets" / "exp1" / training.data_version / "manifest.json"
+                ).exists()
