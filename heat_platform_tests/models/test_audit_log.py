@@ -9,6 +9,7 @@ module, outside the platform's connections.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_every_decision_is_chained_and_its_head_recorded_outside_the_table(decid
         ("promote", "intent"), ("promote", "confirmed"), ("reject", None),
         ("promote", "intent"), ("promote", "confirmed"), ("deploy", None)]
     assert chain[1].intent_id == chain[0].id and chain[4].intent_id == chain[3].id
-    assert all(later.prev_hash == earlier.entry_hash for earlier, later in zip(chain, chain[1:]))
+    assert all(later.prev_hash == earlier.entry_hash
+               for earlier, later in itertools.pairwise(chain))
     tags = decided.client.get_registered_model(registered_model_name(EXPERIMENT)).tags
     assert json.loads(tags[HEAD_TAG]) == {"entries": 6, "hash": chain[-1].entry_hash}
 
@@ -243,7 +245,7 @@ def test_a_champion_moved_outside_the_platform_is_reported(decided, platform_pat
     status, out = verify(platform_paths, capsys)
     assert status == 1 and "the champion alias is v1 but the log's last completed move is to v3" \
         in out
-    with pytest.raises(RegistryError, match="disagrees|audit log's last move"):
+    with pytest.raises(RegistryError, match="the audit log's last move is to v3"):
         decided.rollback(EXPERIMENT, actor="bob")
 
 
