@@ -238,7 +238,8 @@ def model_lineage(experiment: str, version: str, paths: PlatformPaths,
              (e.to_version, e.from_version)]
     data = tags.get("data_version") or mlflow_run["data_version"] or ""
     training_set, raw_files = _training_set(paths, registry.catalog, experiment, data,
-                                            run.data.params.get("data.spec_sha256"))
+                                            run.data.params.get("data.spec_sha256"),
+                                            run.info.start_time)
     return ModelLineage(experiment, model, mlflow_run, gate, audit, training_set, raw_files)
 
 
@@ -273,14 +274,24 @@ def _entry(entry: AuditEntry) -> dict[str, Any]:
 
 
 def _training_set(paths: PlatformPaths, catalog: Catalog, experiment: str, version: str,
-                  spec_sha256: str | None) -> tuple[dict[str, Any], list[RawFile]]:
+                  spec_sha256: str | None, run_started_ms: int | None,
+                  ) -> tuple[dict[str, Any], list[RawFile]]:
     directory = paths.training_sets / experiment / version
     summary: dict[str, Any] = {"data_version": version, "directory": str(directory)}
-    if spec_sha256:
-        spec = catalog.spec_version(experiment, spec_sha256)
-        summary["problem_spec"] = {"sha256": spec_sha256,
-                                   "blob_path": spec.blob_path if spec else None,
-                                   "recorded_at": spec.recorded_at.isoformat() if spec else None}
+    spec = catalog.spec_version(experiment, spec_sha256) if spec_sha256 else None
+    inferred = spec is None and not spec_sha256 and run_started_ms is not None
+    if inferred:  # a run that did not record it (the classical fit): the one current then
+        import datetime as dt
+
+        started = dt.datetime.fromtimestamp(run_started_ms / 1000, dt.UTC)
+        spec = catalog.spec_current_at(experiment, started)
+    if spec is not None or spec_sha256:
+        summary["problem_spec"] = {
+            "sha256": spec.sha256 if spec else spec_sha256,
+            "blob_path": spec.blob_path if spec else None,
+            "recorded_at": spec.recorded_at.isoformat() if spec else None,
+            "how": "the problem.yaml current when the run started (the run did not record it)"
+            if inferred else "recorded by the run"}
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError) as error:

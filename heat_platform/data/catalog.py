@@ -577,6 +577,16 @@ class Catalog:
             except sa.exc.NoResultFound:
                 return None
 
+    def spec_current_at(self, experiment: str, at: dt.datetime) -> SpecVersion | None:
+        """The valid problem.yaml of an experiment that was the newest at time ``at``."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(problem_specs).where((problem_specs.c.experiment == experiment)
+                                               & problem_specs.c.valid
+                                               & (problem_specs.c.recorded_at <= at))
+                .order_by(problem_specs.c.id.desc()).limit(1)).mappings().first()
+        return SpecVersion.from_row(row) if row else None
+
     def spec_version(self, experiment: str, sha256: str) -> SpecVersion | None:
         """The newest record of an experiment's problem.yaml with these bytes, or None."""
         with self.engine.connect() as db:
