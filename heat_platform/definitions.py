@@ -3,6 +3,7 @@
 import dagster as dg
 
 from heat_platform.assets import (
+    audit,
     features,
     gate,
     measurements,
@@ -15,7 +16,7 @@ from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
 from heat_platform.settings import PlatformSettings
 
-stages = [measurements, validation, features, training, gate, serving, monitoring]
+stages = [measurements, validation, features, training, gate, serving, monitoring, audit]
 
 
 def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
