@@ -12,6 +12,7 @@ from heat_platform.assets import (
     training,
     validation,
 )
+from heat_platform.assets.code_versions import with_code_versions
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
 from heat_platform.settings import PlatformSettings
@@ -22,7 +23,8 @@ stages = [measurements, validation, features, training, gate, serving, monitorin
 def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
     """The code location on ``paths`` (default: the platform home of the environment)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(stages),
+        # code versions from the source that computes each asset (assets.code_versions)
+        assets=with_code_versions(dg.load_assets_from_modules(stages)),
         asset_checks=dg.load_asset_checks_from_modules(stages),
         jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
               gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job,

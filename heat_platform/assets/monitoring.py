@@ -60,7 +60,6 @@ def _report_metadata(report, html_name: str) -> dict:
     group_name="monitoring",
     kinds={"evidently"},
     owners=["team:heat-platform"],
-    code_version="1",
     check_specs=[partitioned_check("no_drift", "drift_report",
                                    "The batch looks like the data the champion learned from.",
                                    blocking=False)],
@@ -164,7 +163,6 @@ class ServingDriftConfig(DriftConfig):
     group_name="monitoring",
     kinds={"evidently", "bentoml"},
     owners=["team:heat-platform"],
-    code_version="1",
     deps=[dg.AssetDep("deployed_bento")],
 )
 def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,

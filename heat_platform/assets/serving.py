@@ -19,7 +19,6 @@ from heat_platform.resources.storage import PlatformStorage
     group_name="serving",
     kinds={"bentoml", "kubernetes"},
     owners=["team:heat-platform"],
-    code_version="1",
     automation_condition=dg.AutomationCondition.eager(),
 )
 def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,

@@ -44,14 +44,13 @@ class ValidationConfig(dg.Config):
             deps=["raw_measurements", dg.AssetDep("problem_spec", partition_mapping=by_experiment)],
             description="The rows of a batch that passed every rule (x, y, t, u, sigma, sensor_id).",
             group_name="validation", kinds={"polars", "great_expectations"},
-            owners=["team:heat-platform"], code_version="1", skippable=True,
+            owners=["team:heat-platform"], skippable=True,
         ),
         dg.AssetSpec(
             "quarantined_measurements",
             deps=["raw_measurements"],
             description="The rows of a batch that failed a rule, each with its reason and row number.",
             group_name="validation", kinds={"polars"}, owners=["team:heat-platform"],
-            code_version="1",
         ),
     ],
     check_specs=[
