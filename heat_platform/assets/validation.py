@@ -9,6 +9,7 @@ rejected so later training sets leave it out instead of using an older version.
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -20,6 +21,7 @@ from heat_platform.assets.partitions import (
     partitioned_check,
 )
 from heat_platform.data.ingest import as_markdown_table, current_spec, validate_batch
+from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 
 QUARANTINE_SHARE = "quarantine_share_within_limit"
@@ -64,7 +66,7 @@ class ValidationConfig(dg.Config):
     partitions_def=experiment_batches,
 )
 def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig,
-                     storage: PlatformStorage) -> Iterator:
+                     storage: PlatformStorage, mlflow: MlflowTracking) -> Iterator:
     experiment, batch = experiment_and_batch(context)
     catalog = storage.catalog()
     _, spec = current_spec(catalog, experiment)
@@ -127,7 +129,8 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
         if expectations.sample:
             check_metadata["sample"] = expectations.sample
         if expectations.docs_path is not None:
-            check_metadata["data docs"] = dg.MetadataValue.url(expectations.docs_path.as_uri())
+            check_metadata.update(_data_docs_links(context, mlflow, experiment,
+                                                   expectations.docs_path))
     yield dg.AssetCheckResult(
         asset_key="validated_measurements",
         check_name=EXPECTATIONS,
@@ -135,3 +138,13 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
         description=None if expectations is not None else "not run: the file cannot be read",
         metadata=check_metadata,
     )
+
+
+def _data_docs_links(context: dg.AssetExecutionContext, mlflow: MlflowTracking, experiment: str,
+                     index: Path) -> dict[str, dg.MetadataValue]:
+    """The batch's Data Docs pages logged to MLflow, linked over HTTP (the validation page)."""
+    docs = index.parent
+    # the pages and their style sheets; GX's fonts and images (4 MB a site) stay local
+    files = sorted(docs.rglob("*.html")) + sorted((docs / "static" / "styles").glob("*.css"))
+    page = next((f for f in files if "validations" in f.relative_to(docs).parts), index)
+    return mlflow.report_links(context, experiment, "data_docs", docs, files, page)
