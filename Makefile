@@ -38,9 +38,12 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not server" -q
 
-# The Dagster UI (webserver + daemon) on the same instance the demo used.
+# The Dagster UI (webserver + daemon) on the same instance the demo used, and the MLflow UI on
+# the same store (HEAT_PLATFORM_MLFLOW_UI_URL, default http://127.0.0.1:5000), where the UI's
+# MLflow links, Data Docs and Evidently reports open; stopped with it.
 dev: $(STAMP)
 	$(BIN)/heat-platform init
+	$(BIN)/heat-platform mlflow-ui & trap 'kill $$! 2>/dev/null' EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 serve: $(STAMP)

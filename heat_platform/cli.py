@@ -201,6 +201,31 @@ def _serve(args: argparse.Namespace, paths: PlatformPaths) -> int:
     return 0
 
 
+def _mlflow_ui(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    import signal
+
+    from heat_platform.local import MlflowUi
+    from heat_platform.settings import PlatformSettings
+
+    ui = MlflowUi(paths, args.url or PlatformSettings.load().mlflow_ui_url)
+
+    def stop(signum, frame):  # `make dev` ends it with SIGTERM when `dagster dev` stops
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        ui.start().wait_ready()
+        print(f"MLflow UI on {ui.url} (store {paths.mlflow_tracking_uri}); log {ui.log_path}",
+              flush=True)
+        ui.process.wait()
+        ui.check_alive()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ui.stop()
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="heat-platform",
@@ -324,6 +349,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     serve.add_argument("--port", type=int, default=3100)
     serve.add_argument("--poll", type=float, default=2.0, help="seconds between checks for a new bento")
     handlers["serve"] = _serve
+
+    mlflow_ui = commands.add_parser(
+        "mlflow-ui", help="serve the MLflow UI on the platform's store (make dev runs it)",
+        description="Run `mlflow server` on the platform's tracking store and artifacts, at "
+        "HEAT_PLATFORM_MLFLOW_UI_URL (default http://127.0.0.1:5000): the address of every "
+        "MLflow link in the Dagster UI. Stops on Ctrl-C or SIGTERM.")
+    mlflow_ui.add_argument("--url", help="serve here instead (host and port of the URL)")
+    handlers["mlflow-ui"] = _mlflow_ui
     return parser, handlers
 
 

@@ -15,6 +15,7 @@ from heat_platform.assets import (
 from heat_platform.assets.code_versions import with_code_versions
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import build_executor, build_resources
+from heat_platform.resources.mlflow import with_mlflow_hook
 from heat_platform.settings import PlatformSettings
 
 stages = [measurements, validation, features, training, gate, serving, monitoring, audit]
@@ -23,8 +24,9 @@ stages = [measurements, validation, features, training, gate, serving, monitorin
 def build_definitions(paths: PlatformPaths | None = None) -> dg.Definitions:
     """The code location on ``paths`` (default: the platform home of the environment)."""
     return dg.Definitions(
-        # code versions from the source that computes each asset (assets.code_versions)
-        assets=with_code_versions(dg.load_assets_from_modules(stages)),
+        # code versions from the source that computes each asset (assets.code_versions);
+        # dagster-mlflow's hook on the assets that use MLflow (resources.mlflow)
+        assets=with_mlflow_hook(with_code_versions(dg.load_assets_from_modules(stages))),
         asset_checks=dg.load_asset_checks_from_modules(stages),
         jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
               gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job,

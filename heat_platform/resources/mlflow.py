@@ -10,9 +10,11 @@ reports (Data Docs, Evidently) so that the UI links to them over HTTP. dagster-m
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 from pydantic import Field
 
 from heat_platform.models.mlflow_store import MlflowStore
@@ -29,6 +31,16 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def store(self) -> MlflowStore:
         return MlflowStore(self.tracking_uri, self.artifact_root, self.ui_url)
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        """End the MLflow run still active in this process, if any, with ``status`` (what
+        dagster-mlflow's hook calls when a step finishes)."""
+        if "mlflow" not in sys.modules:  # nothing imported MLflow: no run can be active
+            return
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
 
     def report_links(self, context: dg.OpExecutionContext, experiment: str, name: str,
                      root: Path, files: list[Path], main: Path) -> dict[str, dg.MetadataValue]:
@@ -57,3 +69,19 @@ class MlflowTracking(dg.ConfigurableResource):
                                                                                 path)),
             **local,
         }
+
+
+@event_list_hook(name="end_mlflow_on_run_finished", required_resource_keys={"mlflow"})
+def end_mlflow_on_run_finished(context, event_list):
+    """dagster-mlflow's ``end_mlflow_on_run_finished``, imported when it runs: a failed step
+    ends the active MLflow run as FAILED, the job's last step ends it as FINISHED. (Importing
+    dagster_mlflow imports MLflow, two seconds the code location would pay on every load.)"""
+    from dagster_mlflow import end_mlflow_on_run_finished as hook
+
+    return hook.decorated_fn(context, event_list)
+
+
+def with_mlflow_hook(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Every asset that uses MLflow, with :func:`end_mlflow_on_run_finished`."""
+    return [asset.with_hooks({end_mlflow_on_run_finished})
+            if "mlflow" in asset.required_resource_keys else asset for asset in assets]
