@@ -31,7 +31,8 @@ demo: $(STAMP)
 
 # Debian packages the tests use, installed when missing (CI runs as root; .ci/run calls this):
 # PostgreSQL (the deploy tests run throwaway servers; no cluster is created) and HAProxy (in
-# front of the model servers in `heat-platform serve`). The list is in .ci/system-deps.
+# front of the model servers in `heat-platform serve`), chromium (the browser test). The list
+# is in .ci/system-deps.
 system-deps:
 	@.ci/system-deps
 
@@ -44,9 +45,12 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not server" -q
 
-# The Dagster UI (webserver + daemon) on the same instance the demo used.
+# The Dagster UI (webserver + daemon) on the same instance the demo used, and the MLflow UI on
+# the same store (HEAT_PLATFORM_MLFLOW_UI_URL, default http://127.0.0.1:5000), where the UI's
+# MLflow links, Data Docs and Evidently reports open; stopped with it.
 dev: $(STAMP)
 	$(BIN)/heat-platform init
+	$(BIN)/heat-platform mlflow-ui & trap 'kill $$! 2>/dev/null' EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # Serves the champions on 127.0.0.1:3100 behind HAProxy (apt-get install haproxy).

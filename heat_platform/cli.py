@@ -110,14 +110,76 @@ def _rollback(args: argparse.Namespace, paths: PlatformPaths) -> int:
                          args.actor, paths)
 
 
+def _registry(paths: PlatformPaths):
+    """The model registry of the platform on ``paths`` (MLflow and the catalog)."""
+    from heat_platform.data.catalog import Catalog
+    from heat_platform.models.mlflow_store import MlflowStore
+    from heat_platform.models.registry import ModelRegistry
+    from heat_platform.settings import PlatformSettings
+
+    store = MlflowStore(paths.mlflow_tracking_uri, str(paths.mlflow_artifacts),
+                        PlatformSettings.load().mlflow_ui_url)
+    return ModelRegistry(store, Catalog(paths.catalog_url))
+
+
 def _audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    if args.verify or args.repair:
+        return _verify_audit(args, paths)
     from heat_platform.data.catalog import Catalog
 
     for entry in reversed(Catalog(paths.catalog_url).audit_trail(args.experiment, args.limit)):
-        print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.experiment:16s} {entry.action:9s} "
-              f"{entry.actor:10s} v{entry.from_version or '-'} -> v{entry.to_version or '-'}  "
-              f"{'; '.join(entry.reasons)}")
+        phase = f"/{entry.phase}" if entry.phase else ""
+        print(f"{entry.at:%Y-%m-%d %H:%M:%S}  #{entry.id:<4d} {entry.experiment:16s} "
+              f"{entry.action + phase:18s} {entry.actor:10s} v{entry.from_version or '-'} -> "
+              f"v{entry.to_version or '-'}  {'; '.join(entry.reasons)}")
     return 0
+
+
+def _verify_audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    """Check (and with --repair first close interrupted champion moves) every experiment's
+    audit log; 1 when any check fails."""
+    registry = _registry(paths)
+    audit_log = registry.audit_log
+    experiments = [args.experiment] if args.experiment else audit_log.experiments()
+    failed = 0
+    for experiment in experiments:
+        if args.repair:
+            for entry in registry.reconcile(experiment):
+                print(f"{experiment}: recorded #{entry.id} {entry.action}/{entry.phase} "
+                      f"v{entry.to_version}: {entry.reasons[0]}")
+        check = audit_log.verify(experiment)
+        if check.ok:
+            print(f"{experiment}: OK: {check.chain.head}; recorded head "
+                  f"{check.recorded_head or 'none'}")
+        else:
+            failed += 1
+            print(f"{experiment}: FAILED")
+        for problem in check.problems:
+            print(f"  - {problem}")
+        for note in check.notes:
+            print(f"  note: {note}")
+    if not experiments:
+        print("the audit log is empty")
+    return 1 if failed else 0
+
+
+def _lineage(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    import json
+
+    from heat_platform.audit import report
+    from heat_platform.audit.lineage import LineageError, build_lineage, resolve, verify
+
+    registry = _registry(paths)
+    try:
+        lineage = build_lineage(resolve(args.ref, paths, experiment=args.experiment), paths,
+                                registry)
+    except LineageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.verify:
+        verify(lineage, paths, registry)
+    print(json.dumps(lineage.as_dict(), indent=2) if args.json else report.text(lineage))
+    return 1 if lineage.verification else 0
 
 
 def _settings(args: argparse.Namespace, paths: PlatformPaths) -> int:
@@ -162,6 +224,31 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _mlflow_ui(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    import signal
+
+    from heat_platform.local import MlflowUi
+    from heat_platform.settings import PlatformSettings
+
+    ui = MlflowUi(paths, args.url or PlatformSettings.load().mlflow_ui_url)
+
+    def stop(signum, frame):  # `make dev` ends it with SIGTERM when `dagster dev` stops
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        ui.start().wait_ready()
+        print(f"MLflow UI on {ui.url} (store {paths.mlflow_tracking_uri}); log {ui.log_path}",
+              flush=True)
+        ui.process.wait()
+        ui.check_alive()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ui.stop()
+    return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -231,18 +318,43 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     rollback = commands.add_parser(
         "rollback", help="move the champion back to the previous (or a given) version",
         description="Move the 'champion' alias back, audit-log it and redeploy (runs the "
-        "rollback_model Dagster job). Versions that do not exist or were rejected are refused.")
+        "rollback_model Dagster job). Only a version the audit log shows was champion before "
+        "(and that the gate did not reject since) is accepted.")
     rollback.add_argument("--experiment", required=True)
-    rollback.add_argument("--to-version", help="version to return to (default: 'previous')")
+    rollback.add_argument("--to-version",
+                          help="version to return to (default: the champion before the current)")
     rollback.add_argument("--actor", default=_user(), help="who rolls back (default: $USER)")
     handlers["rollback"] = _rollback
 
-    audit = commands.add_parser("audit", help="print the audit log of model decisions",
-                                description="Every promote, reject, pending, approve, rollback "
-                                "and deploy decision, oldest first.")
+    audit = commands.add_parser(
+        "audit", help="print or verify the audit log of model decisions",
+        description="Every promote, reject, pending, approve, rollback and deploy decision, "
+        "oldest first (a champion move is an intent, then its confirmation). --verify re-hashes "
+        "the log's hash chain, compares its end with the head recorded on each registered "
+        "model, and checks the champion alias against the log; exit status 1 names where it "
+        "breaks.")
     audit.add_argument("--experiment")
     audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--verify", action="store_true", help="check the log; 1 when it breaks")
+    audit.add_argument("--repair", action="store_true",
+                       help="first close champion moves a crash interrupted, then --verify")
     handlers["audit"] = _audit
+
+    lineage = commands.add_parser(
+        "lineage", help="the chain from a bento, model version or request back to raw files",
+        description="Print the lineage of REF: bento -> model version, kind and aliases -> "
+        "MLflow run (params, metrics, artifacts, git commit) -> gate decision and audit "
+        "entries -> training set -> partitions -> raw files (sha256, source path, ingestion "
+        "time) -> validation and quarantine. REF is a bento tag (heat_service:<version>), a "
+        "model version (heat-model-<experiment>/<n> or <experiment>:<n>), a served "
+        "model_version (<n>, with --experiment) or a request_id from the serving log.")
+    lineage.add_argument("ref", help="bento tag, model version or request id")
+    lineage.add_argument("--experiment", help="the experiment of a bare model_version")
+    lineage.add_argument("--json", action="store_true", help="print the chain as JSON")
+    lineage.add_argument("--verify", action="store_true",
+                         help="re-hash the raw copies, training set files and model artifact; "
+                         "exit status 1 names every mismatch")
+    handlers["lineage"] = _lineage
 
     settings = commands.add_parser(
         "settings", help="print the effective settings (secrets masked)",
@@ -268,6 +380,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     serve.add_argument("--insecure", action="store_true",
                        help="serve a non-loopback address without an API key")
     handlers["serve"] = _serve
+
+    mlflow_ui = commands.add_parser(
+        "mlflow-ui", help="serve the MLflow UI on the platform's store (make dev runs it)",
+        description="Run `mlflow server` on the platform's tracking store and artifacts, at "
+        "HEAT_PLATFORM_MLFLOW_UI_URL (default http://127.0.0.1:5000): the address of every "
+        "MLflow link in the Dagster UI. Stops on Ctrl-C or SIGTERM.")
+    mlflow_ui.add_argument("--url", help="serve here instead (host and port of the URL)")
+    handlers["mlflow-ui"] = _mlflow_ui
     return parser, handlers
 
 

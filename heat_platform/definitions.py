@@ -4,6 +4,7 @@ machine or on Kubernetes (``HEAT_PLATFORM_DEPLOYMENT``; see heat_platform.resour
 import dagster as dg
 
 from heat_platform.assets import (
+    audit,
     features,
     gate,
     measurements,
@@ -12,11 +13,13 @@ from heat_platform.assets import (
     training,
     validation,
 )
+from heat_platform.assets.code_versions import with_code_versions
 from heat_platform.paths import PlatformPaths
 from heat_platform.resources import Deployment, build_executor, build_resources, deployment
+from heat_platform.resources.mlflow import with_mlflow_hook
 from heat_platform.settings import PlatformSettings
 
-stages = [measurements, validation, features, training, gate, serving, monitoring]
+stages = [measurements, validation, features, training, gate, serving, monitoring, audit]
 
 
 def build_definitions(paths: PlatformPaths | None = None,
@@ -25,7 +28,9 @@ def build_definitions(paths: PlatformPaths | None = None,
     ``mode`` (default: HEAT_PLATFORM_DEPLOYMENT)."""
     mode = mode or deployment()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(stages),
+        # code versions from the source that computes each asset (assets.code_versions);
+        # dagster-mlflow's hook on the assets that use MLflow (resources.mlflow)
+        assets=with_mlflow_hook(with_code_versions(dg.load_assets_from_modules(stages))),
         asset_checks=dg.load_asset_checks_from_modules(stages),
         jobs=[measurements.ingest_spec_job, measurements.ingest_batch_job, gate.approve_job,
               gate.rollback_job, monitoring.retrain_job, monitoring.serving_drift_job,

@@ -1,4 +1,5 @@
-"""Running the platform on one machine: the Dagster daemon (sensors, automation, run queue).
+"""Running the platform on one machine: the Dagster daemon (sensors, automation, run queue), and
+the web UIs (the MLflow UI, the Dagster webserver) for `make dev` and the browser test.
 
 `make dev` runs the daemon together with the webserver (`dagster dev`); the demo and the
 integration tests run the daemon alone, so sensors and declarative automation are evaluated by
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse
 
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 
@@ -224,3 +226,89 @@ def ticks_since(instance, sensor: str, since: float) -> int:
                 state.instigator_origin_id, state.selector_id, after=since,
                 statuses=[TickStatus.SKIPPED, TickStatus.SUCCESS]))
     return 0
+
+
+class LocalServer:
+    """A web UI the platform starts on this machine (its own process group, its log in the
+    platform's logs folder): the MLflow UI or the Dagster webserver."""
+
+    name = "server"
+    health_path = "/"
+
+    def __init__(self, paths: PlatformPaths, url: str) -> None:
+        self.paths, self.url = paths, url.rstrip("/")
+        parsed = urlparse(self.url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.log_path = paths.home / "logs" / f"{self.name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return child_environment(HEAT_PLATFORM_HOME=str(self.paths.home),
+                                 DAGSTER_HOME=str(self.paths.dagster_home))
+
+    def start(self) -> LocalServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT,
+                                            env=self.environment(), stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 180.0) -> LocalServer:
+        wait_until(self._answers, timeout_s=timeout_s, what=f"{self.name} at {self.url}",
+                   interval_s=0.5, alive=self.check_alive,
+                   context=lambda: f"{self.name} log:\n{log_tail(self.log_path)}")
+        return self
+
+    def _answers(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + self.health_path, timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
+                               f"{log_tail(self.log_path)}")
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        if self.process is not None:
+            stop_process_group(self.process, grace_s=grace_s)
+
+    def __enter__(self) -> LocalServer:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class MlflowUi(LocalServer):
+    """The MLflow UI on the platform's store (the links in the Dagster UI point here:
+    HEAT_PLATFORM_MLFLOW_UI_URL); one worker, it is for people, not for load."""
+
+    name = "mlflow-ui"
+    health_path = "/health"
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("mlflow")), "server",
+                "--backend-store-uri", self.paths.mlflow_tracking_uri,
+                "--default-artifact-root", self.paths.mlflow_artifacts.as_uri(),
+                "--host", self.host, "--port", str(self.port), "--workers", "1"]
+
+
+class DagsterWebserver(LocalServer):
+    """The Dagster UI on the platform's instance and code location (without the daemon: `make
+    dev` runs both through `dagster dev`)."""
+
+    name = "dagster-webserver"
+    health_path = "/server_info"
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("dagster-webserver")),
+                "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", self.host, "-p", str(self.port)]

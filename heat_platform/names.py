@@ -44,6 +44,12 @@ def mlflow_experiment_name(experiment: str) -> str:
     return f"{MLFLOW_EXPERIMENT_PREFIX}{experiment}"
 
 
+def mlflow_reports_experiment_name(experiment: str) -> str:
+    """The MLflow experiment holding an experiment's reports (Data Docs, drift reports), apart
+    from its training runs."""
+    return f"{mlflow_experiment_name(experiment)}/reports"
+
+
 def registered_model_name(experiment: str) -> str:
     """Registered-model name of a platform experiment (MLflow allows letters, digits, . _ -)."""
     return REGISTERED_MODEL_PREFIX + _slug(experiment)

@@ -43,7 +43,6 @@ class TrainingSetConfig(dg.Config):
     group_name="features",
     kinds={"polars", "parquet"},
     owners=["team:heat-platform"],
-    code_version="1",
     automation_condition=refresh_on_new_batches,
 )
 def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig,

@@ -41,7 +41,6 @@ class ClassicalConfig(dg.Config):
     group_name="gate",
     kinds={"scipy", "mlflow"},
     owners=["team:heat-platform"],
-    code_version="1",
     automation_condition=dg.AutomationCondition.on_missing(),
 )
 def classical_inversion(context: dg.AssetExecutionContext, config: ClassicalConfig,
@@ -88,7 +87,6 @@ GateConfig = derived_config(
     group_name="gate",
     kinds={"mlflow"},
     owners=["team:heat-platform"],
-    code_version="1",
     check_specs=[partitioned_check(PROMOTED, "gate_report",
                                    "The candidate was promoted (not rejected, not pending).",
                                    partitions_def=experiments)],
@@ -195,7 +193,6 @@ class ChampionConfig(dg.Config):
     group_name="gate",
     kinds={"mlflow"},
     owners=["team:heat-platform"],
-    code_version="1",
     automation_condition=dg.AutomationCondition.eager()
     & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )

@@ -36,7 +36,6 @@ SETTINGS = PlatformSettings.load()
     group_name="measurements",
     kinds={"yaml"},
     owners=["team:heat-platform"],
-    code_version="1",
 )
 def problem_spec(context: dg.AssetExecutionContext, storage: PlatformStorage) -> dg.MaterializeResult:
     """The experiment's problem.yaml, copied into immutable storage and parsed safely.
@@ -73,7 +72,6 @@ def problem_spec(context: dg.AssetExecutionContext, storage: PlatformStorage) ->
     group_name="measurements",
     kinds={"polars", "parquet"},
     owners=["team:heat-platform"],
-    code_version="1",
     check_specs=[partitioned_check(READABLE, "raw_measurements",
                              "The file is a readable Parquet or CSV with the contract's columns.")],
 )

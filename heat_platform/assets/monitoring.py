@@ -41,7 +41,10 @@ DriftConfig = derived_config(
     doc="Drift thresholds (heat_platform.monitoring.drift.DriftThresholds).")
 
 
-def _report_metadata(report, html_name: str) -> dict:
+def _report_metadata(context: dg.AssetExecutionContext, mlflow: MlflowTracking, experiment: str,
+                     report) -> dict:
+    """The drift report's figures, and its Evidently HTML linked over HTTP (an MLflow artifact)."""
+    html = report.html
     return {
         "drift": report.drift,
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons)),
@@ -51,7 +54,8 @@ def _report_metadata(report, html_name: str) -> dict:
         **({"misfit ratio": report.misfit_ratio, "RMSE / noise": report.rmse_to_noise,
             "champion PDE residual (relative)": report.residual_relative}
            if report.misfit_ratio is not None else {}),
-        **({"Evidently report": dg.MetadataValue.path(str(report.html))} if report.html else {}),
+        **(mlflow.report_links(context, experiment, "evidently_report", html.parent, [html], html)
+           if html else {}),
     }
 
 
@@ -60,7 +64,6 @@ def _report_metadata(report, html_name: str) -> dict:
     group_name="monitoring",
     kinds={"evidently"},
     owners=["team:heat-platform"],
-    code_version="1",
     check_specs=[partitioned_check("no_drift", "drift_report",
                                    "The batch looks like the data the champion learned from.",
                                    blocking=False)],
@@ -106,7 +109,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig,
                     experiment=experiment, details=report.as_dict(),
                     links={"report": html.as_uri()})
     return dg.MaterializeResult(
-        metadata={**_report_metadata(report, html.name), **lineage,
+        metadata={**_report_metadata(context, mlflow, experiment, report), **lineage,
                   "champion version": champion.version,
                   "champion data_version": champion.data_version},
         check_results=[dg.AssetCheckResult(
@@ -164,7 +167,6 @@ class ServingDriftConfig(DriftConfig):
     group_name="monitoring",
     kinds={"evidently", "bentoml"},
     owners=["team:heat-platform"],
-    code_version="1",
     deps=[dg.AssetDep("deployed_bento")],
 )
 def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,
@@ -191,7 +193,7 @@ def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,
         alerts.send(severity="warning", title=f"served requests of {experiment} drifted",
                     experiment=experiment, details=report.as_dict())
     return dg.MaterializeResult(metadata={
-        **_report_metadata(report, html.name), "window hours": config.window_hours,
+        **_report_metadata(context, mlflow, experiment, report), "window hours": config.window_hours,
         "out-of-domain share": outside, "champion version": champion.version})
 
 

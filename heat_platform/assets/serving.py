@@ -19,7 +19,6 @@ from heat_platform.resources.storage import PlatformStorage
     group_name="serving",
     kinds={"bentoml", "kubernetes"},
     owners=["team:heat-platform"],
-    code_version="1",
     automation_condition=dg.AutomationCondition.eager(),
 )
 def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
@@ -37,10 +36,8 @@ def deployed_bento(context: dg.AssetExecutionContext, champion_model: Champion,
     except SmokeTestFailed as error:
         raise dg.Failure(description=f"the new bento was not published: {error}",
                          allow_retries=False) from error
-    storage.catalog().audit(champion_model.experiment, "deploy", actor="dagster",
-                            reasons=[f"bento {deployment.bento}"],
-                            model_name=champion_model.model_name,
-                            to_version=champion_model.version, dagster_run_id=context.run_id)
+    registry.record_deployment(champion_model.experiment, champion_model.version,
+                               deployment.bento, actor="dagster", dagster_run_id=context.run_id)
     smoke = deployment.smoke
     return dg.Output(
         {"bento": deployment.bento, "experiments": [m.experiment for m in models],

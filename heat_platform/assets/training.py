@@ -81,7 +81,6 @@ PINNTrainingConfig = derived_config(
     group_name="training",
     kinds={"pytorch", "mlflow"},
     owners=["team:heat-platform"],
-    code_version="1",
     pool="pinn_training",
     op_tags=GPU_POD,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),

@@ -11,6 +11,7 @@ text in the UI.
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -22,6 +23,7 @@ from heat_platform.assets.partitions import (
     partitioned_check,
 )
 from heat_platform.data.ingest import current_spec, validate_batch
+from heat_platform.resources.mlflow import MlflowTracking
 from heat_platform.resources.storage import PlatformStorage
 
 QUARANTINE_SHARE = "quarantine_share_within_limit"
@@ -46,14 +48,13 @@ class ValidationConfig(dg.Config):
             deps=["raw_measurements", dg.AssetDep("problem_spec", partition_mapping=by_experiment)],
             description="The rows of a batch that passed every rule (x, y, t, u, sigma, sensor_id).",
             group_name="validation", kinds={"polars", "great_expectations"},
-            owners=["team:heat-platform"], code_version="1", skippable=True,
+            owners=["team:heat-platform"], skippable=True,
         ),
         dg.AssetSpec(
             "quarantined_measurements",
             deps=["raw_measurements"],
             description="The rows of a batch that failed a rule, each with its reason and row number.",
             group_name="validation", kinds={"polars"}, owners=["team:heat-platform"],
-            code_version="1",
         ),
     ],
     check_specs=[
@@ -67,7 +68,7 @@ class ValidationConfig(dg.Config):
     partitions_def=experiment_batches,
 )
 def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig,
-                     storage: PlatformStorage) -> Iterator:
+                     storage: PlatformStorage, mlflow: MlflowTracking) -> Iterator:
     experiment, batch = experiment_and_batch(context)
     catalog = storage.catalog()
     _, spec = current_spec(catalog, experiment)
@@ -128,7 +129,8 @@ def batch_validation(context: dg.AssetExecutionContext, config: ValidationConfig
         if expectations.sample:
             check_metadata["sample"] = expectations.sample
         if expectations.docs_path is not None:
-            check_metadata["data docs"] = dg.MetadataValue.url(expectations.docs_path.as_uri())
+            check_metadata.update(_data_docs_links(context, mlflow, experiment,
+                                                   expectations.docs_path))
     yield dg.AssetCheckResult(
         asset_key="validated_measurements",
         check_name=EXPECTATIONS,
@@ -145,3 +147,13 @@ def _quarantine_table(quarantined) -> dg.TableMetadataValue:
         records=[dg.TableRecord({"row": r["row"], "reason": r["reason"]}) for r in rows],
         schema=dg.TableSchema(columns=[dg.TableColumn("row", "int"),
                                        dg.TableColumn("reason", "string")]))
+
+
+def _data_docs_links(context: dg.AssetExecutionContext, mlflow: MlflowTracking, experiment: str,
+                     index: Path) -> dict[str, dg.MetadataValue]:
+    """The batch's Data Docs pages logged to MLflow, linked over HTTP (the validation page)."""
+    docs = index.parent
+    # the pages and their style sheets; GX's fonts and images (4 MB a site) stay local
+    files = sorted(docs.rglob("*.html")) + sorted((docs / "static" / "styles").glob("*.css"))
+    page = next((f for f in files if "validations" in f.relative_to(docs).parts), index)
+    return mlflow.report_links(context, experiment, "data_docs", docs, files, page)

@@ -116,9 +116,16 @@ regimes = sa.Table(
     sa.Index("ix_regimes_experiment", "experiment", "id"),
 )
 
-# Every model decision (promote, reject, pending, approve, rollback, deploy), append-only: the
-# database itself refuses UPDATE and DELETE on it (and TRUNCATE on PostgreSQL) with an error, so
-# a tampering statement fails loudly on either database instead of doing nothing.
+# Every model decision (promote, reject, pending, approve, rollback, deploy), append-only and
+# tamper-evident: the database itself refuses UPDATE and DELETE on it (triggers on SQLite; on
+# PostgreSQL triggers that also refuse TRUNCATE), and on SQLite also an INSERT OR REPLACE (or upsert) of an existing id, which
+# would otherwise rewrite an entry without firing either trigger. The platform's own SQLite
+# connections refuse DROP and ALTER of the table and its triggers (an authorizer, see
+# _configure_sqlite: SQLite has no DROP trigger); another client with write access to the file
+# can still drop or edit it, which the hash chain (heat_platform.data.audit_chain) and the head
+# recorded outside the table (heat_platform.models.audit_log) then show. A move of the champion
+# alias is an ``intent`` entry before the move and a ``confirmed`` one after it (``abandoned``
+# when a crash stopped it before the move); other decisions have no phase.
 audit_log = sa.Table(
     "audit_log",
     metadata,
@@ -132,15 +139,31 @@ audit_log = sa.Table(
     sa.Column("to_version", sa.String(32)),
     sa.Column("reasons", sa.Text),  # JSON list of strings
     sa.Column("dagster_run_id", sa.String(64)),
+    # (added with the hash chain: nullable, so catalogs from before it open unchanged)
+    sa.Column("phase", sa.String(16)),  # intent | confirmed | abandoned (alias moves only)
+    sa.Column("intent_id", sa.Integer),  # the intent a confirmed/abandoned entry closes
+    sa.Column("prev_hash", sa.String(64)),
+    sa.Column("entry_hash", sa.String(64)),
     sa.Index("ix_audit_log_experiment", "experiment", "id"),
 )
 AUDIT_ACTIONS = ("promote", "reject", "pending", "approve", "rollback", "deploy")
+AUDIT_PHASES = ("intent", "confirmed", "abandoned")
+CHAMPION_MOVES = ("promote", "approve", "rollback")  # the decisions that move the alias
 
-for _statement in ("UPDATE", "DELETE"):
-    sa.event.listen(audit_log, "after_create", sa.DDL(
-        f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{_statement.lower()} BEFORE {_statement} "
-        "ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
-    ).execute_if(dialect="sqlite"))
+SQLITE_TRIGGERS = {
+    **{f"audit_log_no_{statement.lower()}": (
+        f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{statement.lower()} BEFORE {statement} "
+        "ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END")
+       for statement in ("UPDATE", "DELETE")},
+    # REPLACE deletes the row it conflicts with, which fires no DELETE trigger (unless recursive
+    # triggers are on): refuse any insert of an id that exists, whatever its conflict clause.
+    "audit_log_no_replace": (
+        "CREATE TRIGGER IF NOT EXISTS audit_log_no_replace BEFORE INSERT ON audit_log "
+        "WHEN EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id) "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only (that entry exists)'); END"),
+}
+for _ddl in SQLITE_TRIGGERS.values():
+    sa.event.listen(audit_log, "after_create", sa.DDL(_ddl).execute_if(dialect="sqlite"))
 # A trigger, not a rule: a rule "DO INSTEAD NOTHING" would let the statement succeed silently.
 for _ddl in (
     "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
@@ -159,6 +182,8 @@ POSTGRES_WRITE_LOCK = 0x6865617463617400  # "heatcat"
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One entry of the audit log (its hash chain: heat_platform.data.audit_chain)."""
+
     id: int
     at: dt.datetime
     experiment: str
@@ -169,6 +194,10 @@ class AuditEntry:
     to_version: str | None
     reasons: list[str]
     dagster_run_id: str | None
+    phase: str | None = None
+    intent_id: int | None = None
+    prev_hash: str | None = None  # None: written before the hash chain existed (legacy)
+    entry_hash: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
@@ -265,6 +294,7 @@ class Catalog:
         else:
             self.engine = sa.create_engine(url, echo=echo, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        _upgrade_audit_log(self.engine)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -562,17 +592,29 @@ class Catalog:
 
     def audit(self, experiment: str, action: str, *, actor: str, reasons: list[str],
               model_name: str | None = None, from_version: str | None = None,
-              to_version: str | None = None, dagster_run_id: str | None = None) -> AuditEntry:
-        """Append one decision to the audit log."""
+              to_version: str | None = None, dagster_run_id: str | None = None,
+              phase: str | None = None, intent_id: int | None = None) -> AuditEntry:
+        """Append one decision to the audit log, chained to the experiment's previous entry.
+        (Record decisions through :class:`heat_platform.models.audit_log.AuditLog`, which also
+        records the chain's head outside this table.)"""
         import json
+
+        from heat_platform.data import audit_chain
 
         if action not in AUDIT_ACTIONS:
             raise ValueError(f"unknown audit action {action!r}; one of {AUDIT_ACTIONS}")
+        if phase is not None and phase not in AUDIT_PHASES:
+            raise ValueError(f"unknown audit phase {phase!r}; one of {AUDIT_PHASES}")
+        values = {"at": _now(), "experiment": experiment, "action": action, "actor": actor,
+                  "model_name": model_name, "from_version": from_version,
+                  "to_version": to_version, "reasons": [str(r) for r in reasons],
+                  "dagster_run_id": dagster_run_id, "phase": phase, "intent_id": intent_id}
         with self._transaction() as db:
+            # appends to one chain cannot interleave: _transaction serialises the writers
+            values["prev_hash"] = audit_chain.head_of(self._chain(db, experiment)).hash
+            values["entry_hash"] = audit_chain.entry_hash(values)
             inserted = db.execute(audit_log.insert().values(
-                at=_now(), experiment=experiment, action=action, actor=actor,
-                model_name=model_name, from_version=from_version, to_version=to_version,
-                reasons=json.dumps(list(reasons)), dagster_run_id=dagster_run_id))
+                {**values, "reasons": json.dumps(values["reasons"])}))
             row = db.execute(sa.select(audit_log).where(
                 audit_log.c.id == inserted.inserted_primary_key[0])).mappings().one()
         return AuditEntry.from_row(row)
@@ -584,6 +626,50 @@ class Catalog:
             query = query.where(audit_log.c.experiment == experiment)
         with self.engine.connect() as db:
             return [AuditEntry.from_row(r) for r in db.execute(query).mappings().all()]
+
+    def audit_chain(self, experiment: str) -> list[AuditEntry]:
+        """Every entry of an experiment, oldest first: its hash chain."""
+        with self.engine.connect() as db:
+            return self._chain(db, experiment)
+
+    def audited_experiments(self) -> list[str]:
+        """The experiments the audit log has entries of."""
+        with self.engine.connect() as db:
+            return list(db.execute(sa.select(audit_log.c.experiment).distinct()
+                                   .order_by(audit_log.c.experiment)).scalars())
+
+    @staticmethod
+    def _chain(db: Connection, experiment: str) -> list[AuditEntry]:
+        rows = db.execute(sa.select(audit_log).where(audit_log.c.experiment == experiment)
+                          .order_by(audit_log.c.id)).mappings().all()
+        return [AuditEntry.from_row(r) for r in rows]
+
+    def batch_version(self, experiment: str, batch: str, sha256: str) -> BatchVersion | None:
+        """One version of a batch by its content hash, or None."""
+        with self.engine.connect() as db:
+            try:
+                return self._get(db, experiment, batch, sha256)
+            except sa.exc.NoResultFound:
+                return None
+
+    def spec_current_at(self, experiment: str, at: dt.datetime) -> SpecVersion | None:
+        """The valid problem.yaml of an experiment that was the newest at time ``at``."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(problem_specs).where((problem_specs.c.experiment == experiment)
+                                               & problem_specs.c.valid
+                                               & (problem_specs.c.recorded_at <= at))
+                .order_by(problem_specs.c.id.desc()).limit(1)).mappings().first()
+        return SpecVersion.from_row(row) if row else None
+
+    def spec_version(self, experiment: str, sha256: str) -> SpecVersion | None:
+        """The newest record of an experiment's problem.yaml with these bytes, or None."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(problem_specs).where((problem_specs.c.experiment == experiment)
+                                               & (problem_specs.c.sha256 == sha256))
+                .order_by(problem_specs.c.id.desc()).limit(1)).mappings().first()
+        return SpecVersion.from_row(row) if row else None
 
     def experiments(self) -> list[str]:
         with self.engine.connect() as db:
@@ -624,6 +710,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
+        dbapi_connection.set_authorizer(_protect_audit_log)
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -634,6 +721,54 @@ def _configure_sqlite(engine: Engine) -> None:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _upgrade_audit_log(engine: Engine) -> None:
+    """Bring an audit log created before the hash chain up to date: its new (nullable) columns,
+    and on SQLite the triggers (``create_all`` creates neither in an existing table)."""
+
+    def missing(db: Connection) -> list[str]:
+        present = {c["name"] for c in sa.inspect(db).get_columns("audit_log")}
+        return [name for name in ("phase", "intent_id", "prev_hash", "entry_hash")
+                if name not in present]
+
+    def triggers_missing(db: Connection) -> list[str]:
+        if db.dialect.name != "sqlite":
+            return []
+        present = set(db.execute(sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
+        )).scalars())
+        return [ddl for name, ddl in SQLITE_TRIGGERS.items() if name not in present]
+
+    with engine.connect() as db:
+        if not missing(db) and not triggers_missing(db):
+            return
+    with engine.connect() as db:
+        if db.dialect.name == "sqlite":  # the one ALTER of the audit log the platform makes
+            db.connection.driver_connection.set_authorizer(None)
+        db.execution_options(write_transaction=True)
+        with db.begin():
+            for column in missing(db):  # (again: another process may have just done it)
+                kind = audit_log.c[column].type.compile(dialect=engine.dialect)
+                db.execute(sa.text(f"ALTER TABLE audit_log ADD COLUMN {column} {kind}"))
+            for ddl in triggers_missing(db):
+                db.execute(sa.text(ddl))
+
+
+def _protect_audit_log(action: int, first: str | None, second: str | None, _database: str | None,
+                       _source: str | None) -> int:
+    """SQLite authorizer of the platform's connections: no DROP or ALTER of the audit log, no
+    DROP of its triggers, no writable schema (SQLite has no trigger that could refuse these)."""
+    import sqlite3
+
+    refused = (
+        (action == sqlite3.SQLITE_DROP_TABLE and first == "audit_log")
+        or (action == sqlite3.SQLITE_ALTER_TABLE and second == "audit_log")
+        or (action == sqlite3.SQLITE_DROP_TRIGGER and second == "audit_log")
+        or (action == sqlite3.SQLITE_PRAGMA and (first or "").lower() == "writable_schema"
+            and second is not None)
+    )
+    return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
 
 
 def _now() -> dt.datetime:

@@ -13,8 +13,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
-from heat_platform.names import artifact_folder, mlflow_experiment_name
+from heat_platform.names import (
+    artifact_folder,
+    mlflow_experiment_name,
+    mlflow_reports_experiment_name,
+)
 
 if TYPE_CHECKING:
     import mlflow
@@ -42,14 +47,17 @@ class MlflowStore:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def experiment_id(self, experiment: str) -> str:
-        """Get or create the MLflow experiment of a platform experiment."""
+    def experiment_id(self, experiment: str, *, reports: bool = False) -> str:
+        """Get or create the MLflow experiment of a platform experiment (with ``reports``: the
+        one holding its reports)."""
         client = self.client()
-        name = mlflow_experiment_name(experiment)
+        name = (mlflow_reports_experiment_name if reports else mlflow_experiment_name)(experiment)
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         location = Path(self.artifact_root) / artifact_folder(experiment)
+        if reports:
+            location = location / "reports"
         location.mkdir(parents=True, exist_ok=True)
         try:
             return client.create_experiment(name, artifact_location=location.as_uri())
@@ -69,6 +77,14 @@ class MlflowStore:
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def artifact_url(self, experiment_id: str, run_id: str, path: str) -> str:
+        """The MLflow UI's page showing one artifact of a run (HTML is rendered there)."""
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}"
+
+    def artifact_download_url(self, run_id: str, path: str) -> str:
+        """The artifact's bytes over HTTP from the MLflow server (sent as an attachment)."""
+        return f"{self.ui_url}/get-artifact?path={quote(path)}&run_uuid={run_id}"
 
     def model_version_url(self, name: str, version: str | int) -> str:
         return f"{self.ui_url}/#/models/{name}/versions/{version}"

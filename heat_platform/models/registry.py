@@ -1,9 +1,11 @@
 """Which model version serves: MLflow registered-model aliases, and the audit log of decisions.
 
 Aliases of an experiment's registered model: ``champion`` (what is served), ``previous`` (the
-champion before it, what a plain rollback returns to) and ``challenger`` (the newest trained
-version). Tags on versions: ``rejected`` (the gate's reasons) and ``pending_approval``. Every
-decision is appended to the platform's audit log with time, actor, versions and reasons.
+champion before it) and ``challenger`` (the newest trained version). Tags on versions:
+``rejected`` (the gate's reasons) and ``pending_approval``. Every decision is appended to the
+platform's tamper-evident audit log (:mod:`heat_platform.models.audit_log`) with time, actor,
+versions and reasons; a move of the champion is written as an intent before the alias moves and
+confirmed after, and a rollback goes only to a version the audit log shows was champion before.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from heat_platform.data.catalog import AuditEntry, Catalog
 from heat_platform.files import file_digest
+from heat_platform.models.audit_log import AuditLog
 from heat_platform.models.candidates import Champion
 from heat_platform.models.mlflow_store import MlflowStore
 from heat_platform.models.tracking import FILE_TAG, KIND_TAG, SHA256_TAG
@@ -63,6 +66,7 @@ class ModelRegistry:
     def __init__(self, tracking: MlflowStore, catalog: Catalog) -> None:
         self.tracking, self.catalog = tracking, catalog
         self.client = tracking.client()
+        self.audit_log = AuditLog(catalog, self.client)
 
     # -- reading --
 
@@ -137,21 +141,34 @@ class ModelRegistry:
 
     def promote(self, experiment: str, version: str, *, actor: str, reasons: list[str],
                 dagster_run_id: str | None = None, action: str = "promote") -> AuditEntry:
-        """champion -> ``version``; the old champion becomes ``previous``."""
+        """champion -> ``version``; the old champion becomes ``previous``. Audit-logged as an
+        intent before the alias moves and confirmed after it (an earlier move a crash left
+        half done is closed first); returns the confirmation."""
         target = self._existing(experiment, version)
         if target.rejected:
             raise RegistryError(f"{target.model_name} v{version} was rejected by the gate "
                                 f"({target.tags[REJECTED]}); it cannot become champion")
+        self.reconcile(experiment)
         old = self.champion(experiment)
         name = target.model_name
+        move = {"actor": actor, "reasons": reasons, "model_name": name,
+                "from_version": old.version if old else None, "to_version": target.version,
+                "dagster_run_id": dagster_run_id}
+        intent = self.audit_log.record(experiment, action, phase="intent", **move)
         if old is not None and old.version != target.version:
             self.client.set_registered_model_alias(name, PREVIOUS, old.version)
         self.client.set_registered_model_alias(name, CHAMPION, target.version)
         if target.pending:
             self.client.delete_model_version_tag(name, target.version, PENDING)
-        return self.catalog.audit(experiment, action, actor=actor, reasons=reasons,
-                                  model_name=name, from_version=old.version if old else None,
-                                  to_version=target.version, dagster_run_id=dagster_run_id)
+        return self.audit_log.record(experiment, action, phase="confirmed", intent_id=intent.id,
+                                     **move)
+
+    def reconcile(self, experiment: str, *, stale_only: bool = True) -> list[AuditEntry]:
+        """Close champion moves a crash left between intent and confirmation (see
+        :meth:`AuditLog.reconcile`); returns the entries written."""
+        champion = self.champion(experiment)
+        return self.audit_log.reconcile(experiment, champion.version if champion else None,
+                                        stale_only=stale_only)
 
     def reject(self, experiment: str, version: str, *, actor: str, reasons: list[str],
                dagster_run_id: str | None = None) -> AuditEntry:
@@ -159,20 +176,28 @@ class ModelRegistry:
         self.client.set_model_version_tag(target.model_name, target.version, REJECTED,
                                           json.dumps(reasons)[:5000])
         champion = self.champion(experiment)
-        return self.catalog.audit(experiment, "reject", actor=actor, reasons=reasons,
-                                  model_name=target.model_name,
-                                  from_version=champion.version if champion else None,
-                                  to_version=target.version, dagster_run_id=dagster_run_id)
+        return self.audit_log.record(experiment, "reject", actor=actor, reasons=reasons,
+                                     model_name=target.model_name,
+                                     from_version=champion.version if champion else None,
+                                     to_version=target.version, dagster_run_id=dagster_run_id)
 
     def mark_pending(self, experiment: str, version: str, *, actor: str, reasons: list[str],
                      dagster_run_id: str | None = None) -> AuditEntry:
         target = self._existing(experiment, version)
         self.client.set_model_version_tag(target.model_name, target.version, PENDING, "true")
         champion = self.champion(experiment)
-        return self.catalog.audit(experiment, "pending", actor=actor, reasons=reasons,
-                                  model_name=target.model_name,
-                                  from_version=champion.version if champion else None,
-                                  to_version=target.version, dagster_run_id=dagster_run_id)
+        return self.audit_log.record(experiment, "pending", actor=actor, reasons=reasons,
+                                     model_name=target.model_name,
+                                     from_version=champion.version if champion else None,
+                                     to_version=target.version, dagster_run_id=dagster_run_id)
+
+    def record_deployment(self, experiment: str, version: str, bento: str, *, actor: str,
+                          dagster_run_id: str | None = None) -> AuditEntry:
+        """Audit-log that ``bento`` now serves ``version`` of the experiment's model."""
+        return self.audit_log.record(experiment, "deploy", actor=actor,
+                                     reasons=[f"bento {bento}"],
+                                     model_name=registered_model_name(experiment),
+                                     to_version=version, dagster_run_id=dagster_run_id)
 
     def approve(self, experiment: str, version: str, *, actor: str,
                 dagster_run_id: str | None = None) -> AuditEntry:
@@ -183,18 +208,38 @@ class ModelRegistry:
         return self.promote(experiment, version, actor=actor, action="approve",
                             reasons=[f"approved by {actor}"], dagster_run_id=dagster_run_id)
 
+    def former_champions(self, experiment: str) -> list[str]:
+        """Every version the audit log shows became champion, in the order they did."""
+        return list(dict.fromkeys(e.to_version for e in self.audit_log.champions(experiment)))
+
     def rollback(self, experiment: str, to_version: str | None = None, *, actor: str,
                  dagster_run_id: str | None = None) -> AuditEntry:
-        """champion -> ``to_version`` (default: ``previous``); refuses unknown or rejected versions."""
+        """champion -> ``to_version`` (default: the champion before the current one). Only to
+        a version the audit log (not a tag anybody can set) shows was champion before, and not
+        to one the gate rejected since."""
+        self.reconcile(experiment)
         champion = self.champion(experiment)
+        moves = self.audit_log.champions(experiment)
+        name = registered_model_name(experiment)
         if to_version is None:
-            previous = self.alias(experiment, PREVIOUS)
-            if previous is None:
+            if champion is None or not moves:
                 raise RegistryError(f"{experiment!r} has no previous champion to roll back to")
-            to_version = previous.version
+            if moves[-1].to_version != champion.version:
+                raise RegistryError(
+                    f"the champion alias of {name} is v{champion.version} but the audit log's "
+                    f"last move is to v{moves[-1].to_version}; see `heat-platform audit --verify`")
+            if moves[-1].from_version is None:
+                raise RegistryError(f"{experiment!r} has no previous champion to roll back to")
+            to_version = moves[-1].from_version
         target = self.version(experiment, to_version)
         if target is None:
-            raise RegistryError(f"{registered_model_name(experiment)} has no version {to_version}")
+            raise RegistryError(f"{name} has no version {to_version}")
+        former = self.former_champions(experiment)
+        if target.version not in former:
+            listed = ", ".join(f"v{v}" for v in former) or "none"
+            raise RegistryError(f"{name} v{to_version} was never champion (the audit log's "
+                                f"champions: {listed}); a rollback returns only to a former "
+                                "champion")
         if target.rejected:
             raise RegistryError(f"{target.model_name} v{to_version} was rejected by the gate "
                                 f"({target.tags[REJECTED]}); refusing to roll back to it")

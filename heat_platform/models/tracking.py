@@ -2,7 +2,9 @@
 
 Used inside ``MlflowStore.start_run(...)`` (an active run); every training-like run of the
 platform (PINN, classical inversion, gate) goes through here, so they all carry the same tags:
-git commit, data version, partitions, Dagster run id, package versions, device.
+git commit, data version, partitions, Dagster run id, package versions, device. Reports (Data
+Docs, drift reports) go to a run of their own in the experiment's reports experiment
+(:func:`log_report`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from heat_platform.files import file_digest
+from heat_platform.names import RUN_TAG_PREFIX
 from heat_platform.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from heat_platform.models.mlflow_store import MlflowStore
 
 PACKAGES = ("torch", "deepxde", "dagster", "mlflow", "numpy", "scipy", "polars", "heat-platform")
 MODEL_ARTIFACTS = "model"  # the run's artifact folder holding the registered model file
@@ -108,3 +115,37 @@ def register_model(mlflow, path: Path, registered_name: str, *, kind: str,
         registered_name, source=f"runs:/{run_id}/{MODEL_ARTIFACTS}", run_id=run_id,
         tags={**tags, KIND_TAG: kind, SHA256_TAG: file_digest(path), FILE_TAG: path.name})
     return str(version.version)
+
+
+@dataclass(frozen=True)
+class LoggedReport:
+    """A report logged as the artifacts of its own MLflow run (see :func:`log_report`)."""
+
+    experiment_id: str
+    run_id: str
+    prefix: str  # the artifact folder holding the report's files
+
+    def path(self, relative: str | Path) -> str:
+        """The artifact path of one of the report's files (relative to the report's root)."""
+        return f"{self.prefix}/{PurePosixPath(Path(relative))}"
+
+
+def log_report(store: MlflowStore, experiment: str, name: str, root: Path, files: list[Path],
+               tags: dict[str, str]) -> LoggedReport:
+    """Log ``files`` (under ``root``, keeping their relative paths under a folder ``name``) as
+    the artifacts of a new run of the experiment's reports experiment, so that the MLflow UI
+    renders them and its server serves them over HTTP: Data Docs and drift reports are
+    reachable from a browser on another machine, not only as file:// paths."""
+    client = store.client()
+    experiment_id = store.experiment_id(experiment, reports=True)
+    run = client.create_run(experiment_id, run_name=name, tags={
+        f"{RUN_TAG_PREFIX}experiment": experiment, f"{RUN_TAG_PREFIX}kind": "report", **tags})
+    status = "FAILED"
+    try:
+        for file in files:
+            folder = PurePosixPath(name, *file.relative_to(root).parent.parts)
+            client.log_artifact(run.info.run_id, str(file), artifact_path=str(folder))
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status)
+    return LoggedReport(experiment_id, run.info.run_id, name)

@@ -177,3 +177,27 @@ def _list_bentos() -> list[str]:
     import bentoml
 
     return [str(bento.tag) for bento in bentoml.bentos.list(BENTO_NAME)]
+
+
+def describe_bento(bentoml_home: Path, tag: str) -> dict[str, Any] | None:
+    """What a bento of the store serves (None when the store has no such bento): its tag,
+    creation time and default experiment, and per experiment the BentoML model with its
+    lineage metadata and the path of its TorchScript file."""
+    return _in_store(bentoml_home, _describe_bento, tag)
+
+
+def _describe_bento(tag: str) -> dict[str, Any] | None:
+    import bentoml
+
+    try:
+        bento = bentoml.bentos.get(tag)
+    except (bentoml.exceptions.NotFound, bentoml.exceptions.BentoMLException):
+        return None
+    manifest = json.loads(Path(bento.path, "src", "served_models.json").read_text())
+    models = {}
+    for experiment, model_tag in manifest["models"].items():
+        model = bentoml.models.get(model_tag)
+        models[experiment] = {"tag": str(model.tag), "file": model.path_of("model.pt"),
+                              "metadata": dict(model.info.metadata)}
+    return {"tag": str(bento.tag), "created": bento.info.creation_time.isoformat(),
+            "default": manifest["default"], "models": models}

@@ -108,9 +108,12 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     assert registry.champion(EXPERIMENT).version == "4"
     assert registry.alias(EXPERIMENT, "previous").version == "2"
 
-    # 4. rollback: to the previous champion; never to a rejected or unknown version
-    assert main(["rollback", "--experiment", EXPERIMENT, "--to-version", "3", "--actor", "bob"]) == 1
-    assert "rejected by the gate" in capsys.readouterr().err
+    # 4. rollback: to the previous champion; only to a version the audit log shows was champion
+    # (never to one that only competed, like the classical v1, nor a rejected or unknown one)
+    for version in ("1", "3"):
+        assert main(["rollback", "--experiment", EXPERIMENT, "--to-version", version,
+                     "--actor", "bob"]) == 1
+        assert f"v{version} was never champion" in capsys.readouterr().err
     assert main(["rollback", "--experiment", EXPERIMENT, "--to-version", "9", "--actor", "bob"]) == 1
     assert main(["rollback", "--experiment", EXPERIMENT, "--actor", "bob"]) == 0
     assert registry.champion(EXPERIMENT).version == "2"
@@ -120,8 +123,10 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     desired = read_json(desired_deployment_path(resources["storage"].paths))
     assert desired["experiments"][EXPERIMENT]["model_version"] == "2"  # what serve rolls out
 
-    # the audit log: every decision, who, from which version to which, why, in which run
-    trail = list(reversed(storage.catalog().audit_trail(EXPERIMENT)))
+    # the audit log: every decision, who, from which version to which, why, in which run (a
+    # champion move is an intent before the alias moves and a confirmation after)
+    entries = list(reversed(storage.catalog().audit_trail(EXPERIMENT)))
+    trail = [e for e in entries if e.phase != "intent"]
     assert [(e.action, e.actor, e.from_version, e.to_version) for e in trail] == [
         ("promote", "gate", None, "2"),
         ("reject", "gate", "2", "3"),
@@ -133,14 +138,20 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     ]
     assert trail[0].dagster_run_id == first.run_id
     assert any("x the noise level" in r for r in trail[1].reasons)
+    assert [e.phase for e in trail] == ["confirmed", None, None, "confirmed", None, "confirmed",
+                                        None]
     capsys.readouterr()
     assert main(["audit", "--experiment", EXPERIMENT]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 7 and "rollback" in printed[-2] and "bob" in printed[-2]
+    assert len(printed) == 10 and "rollback/confirmed" in printed[-2] and "bob" in printed[-2]
+    assert main(["audit", "--verify"]) == 0
+    assert capsys.readouterr().out.startswith("inclusion: OK: 10 entries")
 
     # ...and it is append-only in the database itself
     engine = storage.catalog().engine
-    for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
+    for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log",
+                      "INSERT OR REPLACE INTO audit_log (id, at, experiment, action, actor) "
+                      "VALUES (1, '2026-01-01 00:00:00', 'inclusion', 'promote', 'mallory')"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as db:
             db.execute(sa.text(statement))
-    assert len(storage.catalog().audit_trail(EXPERIMENT)) == 7
+    assert len(storage.catalog().audit_trail(EXPERIMENT)) == 10

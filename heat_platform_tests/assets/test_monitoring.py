@@ -5,6 +5,9 @@ a changed material from more of the same) is judged on a benign batch and on a b
 changed material; the sensor is evaluated against the real instance.
 """
 
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
 import dagster as dg
 import pytest
 
@@ -26,7 +29,8 @@ def drift_of(instance, resources, batch: str):
 
 @pytest.mark.slow  # trains a model
 def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor, resources,
-                                                                platform_paths, receiver):
+                                                                platform_paths, receiver,
+                                                                tmp_path):
     from heat_platform.resources.alerts import AlertWebhook
 
     url, alerts = receiver
@@ -49,7 +53,14 @@ def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor
     changed = drift_of(instance, resources, "b003-material")
     assert changed["drift"].value is True, changed["reasons"].value
     assert changed["misfit ratio"].value > 1.3 and "physics drift" in changed["reasons"].value
-    assert changed["Evidently report"].value.endswith(".html")
+    # the Evidently HTML is an MLflow artifact: linked over HTTP, not only as a local path
+    report = Path(changed["evidently report (file)"].value)
+    assert report.suffix == ".html" and changed["evidently report (MLflow)"].value.startswith(
+        "http://127.0.0.1:5000/#/experiments/")
+    query = parse_qs(urlparse(changed["evidently report (HTTP)"].value).query)
+    logged = resources["mlflow"].store().client().download_artifacts(
+        query["run_uuid"][0], query["path"][0], str(tmp_path))
+    assert Path(logged).read_bytes() == report.read_bytes()
     assert changed["champion version"].value == "1"
     (alert,) = alerts  # the benign batch sent none
     assert alert["severity"] == "warning" and "b003-material" in alert["title"]

@@ -5,6 +5,7 @@ other partitions (and the training set) keep working.
 """
 
 import os
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -163,15 +164,33 @@ def test_too_many_bad_rows_fail_the_partition_and_keep_the_quarantine(ingested):
     assert not check.passed and "50.0%" in check.description
 
 
-def test_great_expectations_contract_links_its_data_docs(ingested):
-    _, instance, _, _ = ingested
+def test_great_expectations_contract_links_its_data_docs_over_http(ingested):
+    """The Data Docs are MLflow artifacts: the check links the MLflow UI page rendering the
+    validation page and the page's bytes from the MLflow server, not a file:// path."""
+    from urllib.parse import parse_qs, urlparse
+
+    _, instance, resources, _ = ingested
     passed = [e for e in _check_evaluations(instance, "validated_measurements",
                                             "great_expectations_contract") if e.passed]
     # the good batches, the six with a few quarantined rows, and the mostly-bad one, whose
     # remaining rows are fine (it fails on the quarantine share, not on the contract)
     assert len(passed) == 9
-    docs = passed[0].metadata["data docs"].value
-    assert docs.startswith("file://") and os.path.exists(docs.removeprefix("file://"))
+    store = resources["mlflow"].store()
+    for evaluation in passed:
+        metadata = evaluation.metadata
+        page = Path(metadata["data docs (file)"].value)
+        ui, http = metadata["data docs (MLflow)"].value, metadata["data docs (HTTP)"].value
+        assert ui.startswith(f"{store.ui_url}/#/experiments/") and "/artifactPath/data_docs/" \
+            "validations/" in ui
+        query = parse_qs(urlparse(http).query)
+        assert http.startswith(f"{store.ui_url}/get-artifact?")
+        (run_id,), (artifact,) = query["run_uuid"], query["path"]
+        assert ui.endswith(f"/runs/{run_id}/artifactPath/{artifact}")
+        logged = store.client().download_artifacts(run_id, artifact, str(page.parent / "back"))
+        assert Path(logged).read_bytes() == page.read_bytes() and b"<html" in page.read_bytes()
+        tags = store.client().get_run(run_id).data.tags
+        assert tags["heat_platform.kind"] == "report"
+        assert tags["heat_platform.partition"].endswith("|inclusion")
 
 
 def test_other_partitions_keep_working_and_the_training_set_lists_what_it_left_out(ingested):

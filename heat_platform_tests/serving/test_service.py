@@ -249,7 +249,8 @@ def test_serving_drift_reads_the_log_window_and_the_nightly_schedule_asks_for_it
     assert metadata["rows"].value >= 300
     assert metadata["drift"].value is True and "x" in metadata["reasons"].value
     assert metadata["out-of-domain share"].value > 0.1  # other tests asked in-domain points
-    assert metadata["Evidently report"].value.endswith(".html")
+    assert metadata["evidently report (file)"].value.endswith(".html")
+    assert "/get-artifact?path=evidently_report/" in metadata["evidently report (HTTP)"].value
 
     import datetime as dt
 
