@@ -73,3 +73,25 @@ def test_it_is_scored_like_any_model_with_a_finite_difference_residual(fitted):
     r, u_t = model_residual(module, kind, spec)(x, y, t)
     points = {"x": x, "y": y, "t": t}
     assert relative_residual(r, u_t, spec, points) < 0.01
+
+
+def test_its_boundary_is_judged_at_its_grid_nodes(tmp_path):
+    """A boundary diffusivity that jumps along the edge (layers) is held exactly at the grid's
+    boundary nodes; between them the bilinear interpolant misses it by up to ~1 %, which the gate
+    used to count as a violation (rejecting the better fit of rod-layers-long)."""
+    from heat_platform.models.scoring import grid_boundary, score, torchscript_predict
+
+    scenario = SCENARIOS["rod-layers-long"]
+    spec = scenario.spec
+    batch = simulate_batch(scenario, seed=1, sensors=(8, 3), n_times=8)
+    readings = Readings(batch.x, batch.y, batch.t, batch.u, batch.sigma)
+    result = invert_spec(spec, readings, nx=16, ny=6, n_steps=16)
+    path = export_classical(result, tmp_path / "model.pt", {"spec_name": spec.name})
+    module, _ = load_model(path)
+
+    nodes = grid_boundary(module)
+    assert len(nodes) == 2 * 17 + 2 * 5
+    at_nodes = score_torchscript(path, spec, readings)
+    assert at_nodes.boundary_violation < 1e-9
+    between = score(torchscript_predict(module), spec, readings, residual=None)
+    assert between.boundary_violation > 1e-3  # the interpolant between the nodes
