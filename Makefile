@@ -38,7 +38,7 @@ system-deps:
 
 # Runs lint, the import contracts and the whole test suite (CI calls this through .ci/run).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 # The edit-test loop: what needs no daemon, server or training (under 90 s on 2 cores).
 test-fast: $(STAMP)

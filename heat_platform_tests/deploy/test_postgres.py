@@ -133,14 +133,19 @@ def test_the_asset_graph_runs_end_to_end_on_postgresql(platform_paths, postgres_
     catalog = Catalog(urls["catalog"])
     (version,) = catalog.current_versions(EXPERIMENT)
     assert version.status == "validated"
-    assert [e.action for e in reversed(catalog.audit_trail(EXPERIMENT))] == ["promote", "deploy"]
+    assert [(e.action, e.phase) for e in reversed(catalog.audit_trail(EXPERIMENT))] == [
+        ("promote", "intent"), ("promote", "confirmed"), ("deploy", None)]
     # ...and MLflow's runs and registry, which another process reads back
     registry = ModelRegistry(resources["mlflow"].store(), catalog)
     assert registry.champion(EXPERIMENT).version == "1"
+    from heat_platform.models.audit_log import AuditLog
+
+    audit = AuditLog(catalog, resources["mlflow"].store().client()).verify(EXPERIMENT)
+    assert audit.ok, audit.problems  # the hash chain holds on PostgreSQL too
     with sa.create_engine(urls["mlflow"]).connect() as db:
         assert db.exec_driver_sql("SELECT count(*) FROM runs").scalar() >= 2  # PINN, classical
         assert db.exec_driver_sql("SELECT name FROM registered_models").scalars().all() == [
-            f"heat-pinn-{EXPERIMENT}"]
+            f"heat-model-{EXPERIMENT}"]
     # no SQLite database took their place anywhere under the platform home
     assert [path for path in platform_paths.home.rglob("*") if _is_sqlite(path)] == []
 

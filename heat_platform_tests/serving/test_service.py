@@ -31,6 +31,7 @@ def assert_lineage(body, registered, deployed):
     assert body["experiment"] == EXPERIMENT
     assert body["model_name"] == registered.name
     assert body["model_version"] == str(registered.version)
+    assert body["model_kind"] == registered.tags["kind"] == deployed.champion.kind
     assert body["mlflow_run_id"] == registered.run_id
     assert body["data_version"] == registered.tags["data_version"]
     assert body["dagster_run_id"] == registered.tags["dagster_run_id"]
@@ -92,6 +93,7 @@ def test_every_endpoint_answers_with_the_registry_lineage(http, registered, depl
         np.testing.assert_allclose(body["predictions"], expected[:, 0], rtol=1e-5, atol=1e-6)
         assert body["in_domain"] == [True, True, False]
         assert body["model_version"] == str(registered.version)
+        assert body["model_kind"] == registered.tags["kind"]
 
 
 BAD = [
