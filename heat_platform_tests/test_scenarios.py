@@ -9,8 +9,10 @@ import pytest
 from heat_platform.local import LocalDaemon, latest_materialization, wait_for
 from heat_platform.simulate import simulate_to_landing
 
-# scenario -> the kind expected to serve it (bench/RESULTS.md#scenarios)
-EXPECTED = {"square-smooth-short": "pinn", "large-slow": "classical"}
+# scenario -> the kind expected to serve it (bench/RESULTS.md#scenario-suite): on tiny-fast the
+# PINN's a is much better (relL2 0.019 against 0.030) at the same fit; on rod-layers-long the
+# layered material's jump defeats a smooth network (0.22 against 0.036) and its fit
+EXPECTED = {"tiny-fast": "pinn", "rod-layers-long": "classical"}
 
 
 @pytest.mark.slow
@@ -20,7 +22,8 @@ def test_each_new_experiment_is_served_by_the_best_kind_at_the_noise_level(platf
             simulate_to_landing(platform_paths.landing, name, seed=seed)
     # the default profile, with its training budget cut so the suite stays quick
     daemon = LocalDaemon(platform_paths, sensor_interval_s=2, automation_interval_s=3,
-                         env={"HEAT_PLATFORM_PINN_MAX_MINUTES": "2"})
+                         env={"HEAT_PLATFORM_PINN_MAX_MINUTES": "3",
+                              "HEAT_PLATFORM_ESCALATION": "0"})
     with daemon, dg.DagsterInstance.from_config(str(platform_paths.dagster_home)) as instance:
         for name in EXPECTED:
             wait_for(daemon, lambda name=name: latest_materialization(instance, "deployed_bento",

@@ -8,6 +8,7 @@ so nothing reaches it but what the demo does on its way out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -69,6 +70,19 @@ def assert_stopped_with_its_daemon(demo, output, daemon_pid: int, expected_code:
                what=f"the daemon's process group {daemon_pid} to end")
 
 
+@contextlib.contextmanager
+def killed_on_failure(demo: subprocess.Popen, daemon_pid: int):
+    """A failing test still stops what it started: the demo's group and the daemon's session
+    (which nothing else would reach)."""
+    try:
+        yield
+    except BaseException:
+        for group in (demo.pid, daemon_pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        raise
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("how", "expected_code"), [
     ("ctrl-c", -signal.SIGINT),  # a KeyboardInterrupt that ends the program
@@ -77,19 +91,21 @@ def assert_stopped_with_its_daemon(demo, output, daemon_pid: int, expected_code:
 def test_a_signal_stops_the_demo_and_its_daemon_with_its_runs(home, how, expected_code):
     demo, output = start_demo(home)
     daemon_pid = int(read_until(demo, output, STARTED).group(1))
-    # the moment that matters: a run of the daemon is in progress
-    wait_until(lambda: run_in_progress(home), timeout_s=300, interval_s=0.5,
-               what="a run to start")
-    if how == "ctrl-c":
-        os.killpg(demo.pid, signal.SIGINT)  # what a terminal sends its foreground group
-    else:
-        os.kill(demo.pid, signal.SIGTERM)
-    assert_stopped_with_its_daemon(demo, output, daemon_pid, expected_code)
+    with killed_on_failure(demo, daemon_pid):
+        # the moment that matters: a run of the daemon is in progress
+        wait_until(lambda: run_in_progress(home), timeout_s=600, interval_s=0.5,
+                   what="a run to start")
+        if how == "ctrl-c":
+            os.killpg(demo.pid, signal.SIGINT)  # what a terminal sends its foreground group
+        else:
+            os.kill(demo.pid, signal.SIGTERM)
+        assert_stopped_with_its_daemon(demo, output, daemon_pid, expected_code)
 
 
 @pytest.mark.slow
 def test_a_stage_timeout_stops_the_demo_and_its_daemon(home):
     demo, output = start_demo(home, "--timeout", "5")
     daemon_pid = int(read_until(demo, output, STARTED).group(1))
-    assert_stopped_with_its_daemon(demo, output, daemon_pid, 1)
+    with killed_on_failure(demo, daemon_pid):
+        assert_stopped_with_its_daemon(demo, output, daemon_pid, 1)
     assert "TimeoutError: timed out after 5 s waiting for" in "".join(output)

@@ -250,7 +250,9 @@ def test_serving_drift_reads_the_log_window_and_the_nightly_schedule_asks_for_it
     metadata = latest_materialization(deployed.instance, "serving_drift", EXPERIMENT).metadata
     assert metadata["rows"].value >= 300
     assert metadata["drift"].value is True and "x" in metadata["reasons"].value
-    assert metadata["out-of-domain share"].value > 0.1  # other tests asked in-domain points
+    # the 300 far-out points are counted out of the domain, whatever other tests logged besides
+    rows, share = metadata["rows"].value, metadata["out-of-domain share"].value
+    assert round(share * rows) >= 300, (share, rows)
     assert metadata["evidently report (file)"].value.endswith(".html")
     assert "/get-artifact?path=evidently_report/" in metadata["evidently report (HTTP)"].value
 
