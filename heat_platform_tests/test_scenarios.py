@@ -1,7 +1,7 @@
-"""Two new experiments of the scenario suite, landed on a fresh platform with the default
-settings, go through the real daemon to a served model of the kind that fits each best: a PINN
-where it beats the classical inversion, the classical fit where that is better. (The whole suite,
-with its figures, is bench/scenarios.py.)"""
+"""A new experiment of the scenario suite, landed on a fresh platform with the default settings,
+goes through the real daemon to a served model of the kind that fits it best, at the noise
+level, after both kinds competed. (The whole suite, with its figures, is bench/scenarios.py;
+the gate's choice between kinds on every margin is test_gate_decisions.)"""
 
 import dagster as dg
 import pytest
@@ -9,14 +9,17 @@ import pytest
 from heat_platform.local import LocalDaemon, latest_materialization, wait_for
 from heat_platform.simulate import simulate_to_landing
 
-# scenario -> the kind expected to serve it (bench/RESULTS.md#scenario-suite): on tiny-fast the
-# PINN's a is much better (relL2 0.019 against 0.030) at the same fit; on rod-layers-long the
-# layered material's jump defeats a smooth network (0.22 against 0.036) and its fit
-EXPECTED = {"tiny-fast": "pinn", "rod-layers-long": "classical"}
+# scenario -> the kind expected to serve it (bench/RESULTS.md#scenario-suite): on rod-layers-long
+# the layered material's jump defeats a smooth network (relL2(a) 0.22 against 0.036, held-out
+# RMSE 1.33-1.38 against 1.15 noise levels). Where the PINN wins (tiny-fast, square-smooth-short)
+# it wins on a within the 2 % RMSE margin, and the fit of a 3-minute budget falls on either side
+# of it (2.7 % worse in one run, 1 % in another): no scenario of the suite makes a PINN win a
+# robust assertion yet (issue 22's note).
+EXPECTED = {"rod-layers-long": "classical"}
 
 
 @pytest.mark.slow
-def test_each_new_experiment_is_served_by_the_best_kind_at_the_noise_level(platform_paths):
+def test_a_new_experiment_is_served_by_the_best_kind_at_the_noise_level(platform_paths):
     for name in EXPECTED:
         for seed in (1, 2):
             simulate_to_landing(platform_paths.landing, name, seed=seed)
