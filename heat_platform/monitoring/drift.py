@@ -185,6 +185,15 @@ def request_drift(reference: pl.DataFrame, requests: pl.DataFrame, thresholds: D
                   html: Path | None = None) -> DriftReport:
     """Served requests (no measured u) against the training inputs: input drift of x, y, t."""
     columns = ["x", "y", "t"]
+    # a client may ask at any finite point (1e308 included): far out stays far out, but within
+    # 10 spans of the training range, so that the histograms' bin edges stay finite
+    clipped = []
+    for column in columns:
+        lo, hi = reference[column].min(), reference[column].max()
+        span = (hi - lo) or 1.0
+        clipped.append(pl.col(column).clip(lo - 10 * span, hi + 10 * span))
+    requests = requests.filter(pl.all_horizontal(pl.col(columns).is_finite())).with_columns(
+        clipped)
     enough = requests.height >= thresholds.min_rows
     if not enough:
         return DriftReport(requests.height, reference.height, {}, [], 0.0, False, None, None,

@@ -85,3 +85,23 @@ def test_a_batch_too_small_to_judge_claims_nothing_before_any_model_runs(tmp_pat
     report = batch_drift(frame(3000, 0), frame(600, 1), frame(0, 2), SCENARIOS["inclusion"].spec,
                          tmp_path / "no-model-needed.pt", DriftThresholds())
     assert not report.drift and "fewer than 200" in report.reasons[0]
+
+
+def test_requests_at_huge_finite_points_are_judged_not_a_crash():
+    """A client may ask at x = 1e308 (finite, accepted); the histograms' edges then overflowed
+    and the serving-drift job failed on the whole window (seen after the OpenAPI fuzzing)."""
+    import numpy as np
+    import polars as pl
+
+    from heat_platform.monitoring.drift import DriftThresholds, request_drift
+
+    rng = np.random.default_rng(0)
+    reference = pl.DataFrame({"x": rng.uniform(0, 2, 500), "y": rng.uniform(0, 1, 500),
+                              "t": rng.uniform(0, 0.5, 500)})
+    inside = pl.DataFrame({"x": rng.uniform(0, 2, 300), "y": rng.uniform(0, 1, 300),
+                           "t": rng.uniform(0, 0.5, 300)})
+    huge = pl.DataFrame({"x": [1e308, -1e308], "y": [0.5, 0.5], "t": [0.1, 0.1]})
+    report = request_drift(reference, pl.concat([inside, huge]), DriftThresholds())
+    assert report.rows == 302 and not report.drift
+    far = inside.with_columns(pl.col("x") + 1e300)  # all far out: still drift
+    assert request_drift(reference, far, DriftThresholds()).drifted_columns == ["x"]
