@@ -39,10 +39,19 @@ def start_demo(paths: PlatformPaths, *args: str) -> tuple[subprocess.Popen, list
     demo = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, like a shell's foreground job
+        preexec_fn=_foreground_signals,
         env=child_environment(HEAT_PLATFORM_HOME=str(paths.home),
                               DAGSTER_HOME=str(paths.dagster_home),
                               MLFLOW_TRACKING_URI=f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}"))
     return demo, []
+
+
+def _foreground_signals() -> None:
+    """A shell starts a foreground job with SIGINT and SIGTERM at their defaults, whatever its own
+    dispositions; this pytest process may have inherited or been given an ignored SIGINT, which
+    a child would inherit (and Python then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def read_until(demo: subprocess.Popen, output: list[str], pattern: re.Pattern) -> re.Match:
