@@ -22,30 +22,14 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # (catalog imports this module when it writes an entry)
+    from heat_platform.data.catalog import AuditEntry as Entry
 
 GENESIS = "0" * 64  # prev_hash of an experiment's first entry
 HASHED = ("at", "experiment", "action", "phase", "actor", "model_name", "from_version",
           "to_version", "reasons", "dagster_run_id", "intent_id", "prev_hash")
-
-
-class Entry(Protocol):
-    """What the chain reads of an audit entry (:class:`heat_platform.data.catalog.AuditEntry`)."""
-
-    id: int
-    at: dt.datetime
-    experiment: str
-    action: str
-    phase: str | None
-    actor: str
-    model_name: str | None
-    from_version: str | None
-    to_version: str | None
-    reasons: list[str]
-    dagster_run_id: str | None
-    intent_id: int | None
-    prev_hash: str | None
-    entry_hash: str | None
 
 
 def canonical(values: dict[str, Any]) -> bytes:
