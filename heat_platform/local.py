@@ -31,7 +31,7 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Wor
 from heat_platform.instance import prepare_instance
 from heat_platform.paths import PROJECT_ROOT, PlatformPaths
 from heat_platform.polling import wait_until
-from heat_platform.processes import log_tail, stop_process_group
+from heat_platform.processes import log_tail, raise_if_exited, stop_process_group
 from heat_platform.settings import child_environment
 
 T = TypeVar("T")
@@ -79,9 +79,7 @@ class LocalDaemon:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"dagster-daemon exited with {self.process.returncode}:\n"
-                               f"{self.log_tail()}")
+        raise_if_exited(self.process, "dagster-daemon", self.log_path, 40)
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
@@ -273,9 +271,7 @@ class LocalServer:
             return False
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
-                               f"{log_tail(self.log_path)}")
+        raise_if_exited(self.process, self.name, self.log_path)
 
     def stop(self, grace_s: float = 15.0) -> None:
         if self.process is not None:

@@ -123,3 +123,11 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(text.splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def raise_if_exited(process: subprocess.Popen | None, name: str, log_path: Path,
+                    lines: int = 30) -> None:
+    """Raise RuntimeError, with the tail of its log, when a started child has exited."""
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{name} exited with {process.returncode}:\n"
+                           f"{log_tail(log_path, lines)}")

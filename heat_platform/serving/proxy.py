@@ -41,6 +41,7 @@ from heat_platform.processes import (
     PROCESS_TAG,
     log_tail,
     new_process_tag,
+    raise_if_exited,
     stop_process_group,
     stop_processes,
     tagged_processes,
@@ -270,9 +271,7 @@ class Proxy:
         return self.process.poll() is None
 
     def check_alive(self) -> None:
-        if not self.alive():
-            raise RuntimeError(f"haproxy exited with {self.process.returncode}:\n"
-                               f"{self.log_tail()}")
+        raise_if_exited(self.process, "haproxy", self.log_path)
 
     def command(self, text: str, timeout_s: float = 5.0) -> str:
         """One line of admin commands (``;``-separated); their output, errors raised."""

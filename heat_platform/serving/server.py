@@ -24,6 +24,7 @@ from heat_platform.processes import (
     PROCESS_TAG,
     log_tail,
     new_process_tag,
+    raise_if_exited,
     stop_process_group,
     stop_processes,
     tagged_processes,
@@ -109,9 +110,7 @@ class BentoServer:
 
     def check_alive(self) -> None:
         """Raise, with the log tail, when the server has exited."""
-        if not self.alive():
-            raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n"
-                               f"{self.log_tail()}")
+        raise_if_exited(self.process, "bentoml serve", self.log_path)
 
     def members(self) -> list[int]:
         """Every live process of this server: the arbiter and its workers, orphaned or not."""
