@@ -1,8 +1,10 @@
 """The serving log: a sample of requests written as JSON lines under the platform's storage.
 
 Contract (read by the platform's drift monitoring): files per server process and day,
-``<HEAT_SERVING_LOG_DIR>/<YYYY-MM-DD>/requests-<pid>-<start>[-<n>].jsonl`` (a process starts
-file ``-<n>`` once the current one holds ``HEAT_SERVING_LOG_FILE_BYTES``); each line is one
+``<HEAT_SERVING_LOG_DIR>/<YYYY-MM-DD>/requests-<host>-<pid>-<start>[-<n>].jsonl`` (a process
+starts file ``-<n>`` once the current one holds ``HEAT_SERVING_LOG_FILE_BYTES``). The host name
+keeps replicas apart on shared storage: pods of one Deployment run their workers under the same
+pids and start in the same second, and only their host (the pod's name) differs. Each line is one
 request: ``ts`` (ISO UTC), ``request_id``, ``endpoint``, ``experiment``, ``model_version``,
 ``data_version``, ``n_points``, ``x``, ``y``, ``t``, ``value`` (u; a for /diffusivity),
 ``in_domain`` (lists, at most ``HEAT_SERVING_LOG_MAX_POINTS`` points per request, evenly
@@ -24,6 +26,8 @@ import json
 import logging
 import os
 import random
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +44,7 @@ class ServingLog:
                  file_bytes: int = 64 * 2**20, total_bytes: int = 2**30,
                  retention_days: float = 14.0,
                  on_dropped: Callable[[int], None] | None = None,
-                 background: bool = True) -> None:
+                 background: bool = True, writer: str | None = None) -> None:
         self.directory = Path(directory) if directory else None
         self.sample_rate = sample_rate
         self.max_points = max_points
@@ -52,6 +56,7 @@ class ServingLog:
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._started = time.strftime("%Y%m%dT%H%M%S")
+        self.writer = writer or f"{_file_safe(socket.gethostname())}-{os.getpid()}"
         self._part = 0
         self._pruned_at = 0.0
         if self.directory is not None and background:
@@ -86,7 +91,7 @@ class ServingLog:
         """The file this process writes to now."""
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         part = f"-{self._part}" if self._part else ""
-        return self.directory / day / f"requests-{os.getpid()}-{self._started}{part}.jsonl"
+        return self.directory / day / f"requests-{self.writer}-{self._started}{part}.jsonl"
 
     def flush(self) -> None:
         """Write the pending lines; raises OSError (a full disk) with the lines kept pending."""
@@ -158,3 +163,7 @@ class ServingLog:
             logger.error("serving log: %s writing %s; %d sampled requests dropped (%d in "
                          "all so far)", reason, error.filename or self.directory, lost,
                          self.dropped)
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", name)[:63] or "host"

@@ -41,6 +41,24 @@ def test_files_are_rotated_by_size(tmp_path):
     assert sum(len(path.read_text().splitlines()) for path in files) == 60
 
 
+def test_replicas_on_shared_storage_write_their_own_files(tmp_path, monkeypatch):
+    """Two pods of one Deployment: the same worker pid, the same start second, one volume."""
+    replicas = []
+    for pod in ("heat-serving-7c9f-abcde", "heat-serving-7c9f-fghij"):
+        monkeypatch.setattr(serving_log.socket, "gethostname", lambda pod=pod: pod)
+        replicas.append(log := log_of(tmp_path))
+        log._started = "20261206T070000"
+    for index, log in enumerate(replicas):
+        record(log, 3, experiment=f"from-{index}")
+        log.flush()
+    files = sorted(tmp_path.glob("*/requests-*.jsonl"))
+    assert [path.name.split("-")[1] for path in files] == [
+        "heat_serving_7c9f_abcde", "heat_serving_7c9f_fghij"]
+    for index, path in enumerate(files):
+        lines = path.read_text().splitlines()
+        assert [json.loads(line)["experiment"] for line in lines] == [f"from-{index}"] * 3
+
+
 def test_old_files_and_the_oldest_over_the_size_are_deleted(tmp_path):
     log = log_of(tmp_path, retention_days=1.0, total_bytes=10_000)
     old_day = tmp_path / "2026-01-01"
