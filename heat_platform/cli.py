@@ -135,6 +135,18 @@ def _audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
     return 0
 
 
+def _catalog_grant(args: argparse.Namespace, paths: PlatformPaths) -> int:
+    from heat_platform.data.catalog import Catalog
+
+    try:
+        statements = Catalog(paths.catalog_url).grant_platform_role(args.role)
+    except ValueError as refused:
+        print(f"catalog-grant: {refused}", file=sys.stderr)
+        return 2
+    print("\n".join(f"{statement};" for statement in statements))
+    return 0
+
+
 def _verify_audit(args: argparse.Namespace, paths: PlatformPaths) -> int:
     """Check (and with --repair first close interrupted champion moves) every experiment's
     audit log; 1 when any check fails."""
@@ -339,6 +351,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     audit.add_argument("--repair", action="store_true",
                        help="first close champion moves a crash interrupted, then --verify")
     handlers["audit"] = _audit
+
+    grant = commands.add_parser(
+        "catalog-grant", help="PostgreSQL: let the platform's role append to the audit log only",
+        description="Run once by the catalog's owner (HEAT_PLATFORM_DB_URL set to the owner's "
+        "URL): creates the catalog's tables if missing and grants ROLE what the platform needs, "
+        "SELECT and INSERT only on audit_log (not its owner, ROLE cannot UPDATE, DELETE, "
+        "TRUNCATE, DROP or ALTER it). The platform then runs with HEAT_PLATFORM_DB_URL set to "
+        "ROLE's URL.")
+    grant.add_argument("role", help="the PostgreSQL role the platform connects as")
+    handlers["catalog-grant"] = _catalog_grant
 
     lineage = commands.add_parser(
         "lineage", help="the chain from a bento, model version or request back to raw files",

@@ -176,6 +176,14 @@ for _ddl in (
 ):
     sa.event.listen(audit_log, "after_create", sa.DDL(_ddl).execute_if(dialect="postgresql"))
 
+# On PostgreSQL the platform should not own its catalog: an owner (or a superuser) can DROP,
+# ALTER or TRUNCATE audit_log and disable its triggers, and no trigger can refuse that. So an
+# administrator creates the tables as their owner and the platform connects as a role that may
+# only do what it needs (Catalog.grant_platform_role, `heat-platform catalog-grant`): read and
+# write the other tables, only read and append to audit_log.
+AUDIT_LOG_GRANTS = ("SELECT", "INSERT")
+TABLE_GRANTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
 # Any constant: the key of the advisory lock that serialises the catalog's PostgreSQL writers.
 POSTGRES_WRITE_LOCK = 0x6865617463617400  # "heatcat"
 
@@ -307,6 +315,37 @@ class Catalog:
                     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(
                         POSTGRES_WRITE_LOCK)))
                 yield connection
+
+    def grant_platform_role(self, role: str) -> list[str]:
+        """PostgreSQL: let ``role`` (which must exist and must not own the tables) run the
+        platform on this catalog and nothing more; returns the statements run. Run as the
+        tables' owner. The role may append to the audit log but not UPDATE, DELETE, TRUNCATE,
+        DROP or ALTER it (nor disable its triggers, which takes ownership)."""
+        if self.engine.dialect.name != "postgresql":
+            raise ValueError("an insert-only role is a PostgreSQL feature; on SQLite the "
+                             "platform's connections refuse DROP and ALTER of the audit log")
+        quote = self.engine.dialect.identifier_preparer.quote
+        with self.engine.connect() as db:
+            schema = db.execute(sa.select(sa.func.current_schema())).scalar_one()
+            owners = set(db.execute(sa.text(
+                "SELECT tableowner FROM pg_tables WHERE schemaname = :schema "
+                "AND tablename = ANY(:tables)"),
+                {"schema": schema, "tables": list(metadata.tables)}).scalars())
+        if role in owners:
+            raise ValueError(f"role {role!r} owns the catalog's tables, so it could drop the "
+                             "audit log: create the tables as another role and grant this one")
+        who, where = quote(role), quote(schema)
+        statements = [f"REVOKE ALL ON ALL TABLES IN SCHEMA {where} FROM {who}",
+                      f"GRANT USAGE ON SCHEMA {where} TO {who}"]
+        for table in metadata.sorted_tables:
+            grants = AUDIT_LOG_GRANTS if table is audit_log else TABLE_GRANTS
+            statements.append(f"GRANT {', '.join(grants)} ON {quote(table.name)} TO {who}")
+        # the id sequences (nextval needs USAGE); no UPDATE, so setval is refused
+        statements.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {where} TO {who}")
+        with self.engine.begin() as db:
+            for statement in statements:
+                db.execute(sa.text(statement))
+        return statements
 
     # -- writes --
 

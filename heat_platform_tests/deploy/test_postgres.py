@@ -11,6 +11,7 @@ import multiprocessing
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,54 @@ def test_the_audit_log_refuses_update_delete_and_truncate_on_postgresql(postgres
         assert db.execute(sa.select(audit_log.c.actor)).scalars().all() == ["gate"]
     # a second catalog on the same database (another pod) finds the triggers in place
     assert Catalog(catalog.url).audit_trail("exp1") == [entry]
+
+
+def test_the_platforms_role_appends_to_the_audit_log_and_cannot_rewrite_or_drop_it(
+        postgres_database):
+    """The catalog's owner creates the tables and grants the platform's role (the documented
+    `heat-platform catalog-grant`); the platform then runs as that role, which writes every
+    table it needs but, not owning audit_log, cannot rewrite, empty, drop or alter it."""
+    owner_url = postgres_database("roles")
+    role, password = f"heat_app_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    owner = sa.create_engine(owner_url)
+    with owner.begin() as db:
+        db.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    owner.dispose()
+
+    def catalog_grant(who: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("heat-platform")), "catalog-grant", who],
+            capture_output=True, text=True, timeout=120,
+            env=child_environment(HEAT_PLATFORM_DB_URL=owner_url))
+
+    granted = catalog_grant(role)
+    assert granted.returncode == 0, granted.stderr
+    assert f"GRANT SELECT, INSERT ON audit_log TO {role};" in granted.stdout
+    mine = catalog_grant(sa.make_url(owner_url).username)  # the owner is no platform role
+    assert mine.returncode == 2 and "owns the catalog's tables" in mine.stderr
+
+    app_url = sa.make_url(owner_url).set(username=role, password=password)
+    catalog = Catalog(app_url.render_as_string(hide_password=False))
+    ingest(catalog, "b1", sha("a"))  # every table the platform writes, as the role
+    ingest(catalog, "b1", sha("b"))
+    catalog.record_validation("exp1", "b1", sha256=sha("b"), status="validated", n_valid=10)
+    catalog.record_spec("exp1", sha256=sha("c"), blob_path="/store/c.yaml", valid=True)
+    assert catalog.start_regime("exp1", 2, reason="drift") == 2
+    entry = catalog.audit("exp1", "promote", actor="gate", reasons=["better"],
+                          model_name="heat-model-exp1", to_version="1")
+    second = catalog.audit("exp1", "deploy", actor="sensor", reasons=["champion"],
+                           model_name="heat-model-exp1", to_version="1")
+    assert catalog.audit_trail("exp1") == [second, entry]
+
+    for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log",
+                      "TRUNCATE audit_log", "DROP TABLE audit_log",
+                      "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+                      "DROP TRIGGER audit_log_no_update_or_delete ON audit_log",
+                      "SELECT setval('audit_log_id_seq', 1)"):
+        with pytest.raises(sa.exc.ProgrammingError, match=r"permission denied|must be owner"), \
+                catalog.engine.begin() as db:
+            db.exec_driver_sql(statement)
+    assert Catalog(owner_url).audit_trail("exp1") == [second, entry]
 
 
 def test_several_processes_write_the_postgresql_catalog_at_once(postgres_database):
