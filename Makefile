@@ -38,12 +38,12 @@ system-deps:
 
 # Runs lint, the import contracts and the whole test suite (CI calls this through .ci/run).
 test: lint
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=20
 
 # The edit-test loop: what needs no daemon, server or training (under 90 s on 2 cores).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow and not server" -q
+	$(BIN)/python -m pytest -n 2 -m "not slow and not server" -q
 
 # The Dagster UI (webserver + daemon) on the same instance the demo used, and the MLflow UI on
 # the same store (HEAT_PLATFORM_MLFLOW_UI_URL, default http://127.0.0.1:5000), where the UI's

@@ -14,9 +14,34 @@ import pytest
 os.environ.setdefault("DDE_BACKEND", "pytorch")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers on two cores: the thread pools of torch and OpenBLAS in each process (and in
+    # the daemons, run workers and servers it starts) at one thread each, or the two workers'
+    # pools oversubscribe the cores and their idle threads spin.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from heat_platform.local import latest_materialization  # noqa: F401 (the tests import it from here)
 from heat_platform.paths import PlatformPaths
+
+# `make test` runs on two workers (pytest-xdist, --dist loadgroup --no-loadscope-reorder). The
+# daemon's long stories (minutes of training each) form two chains of about equal length (on 2
+# quiet cores: test_local 235 s + test_demo_stopped 80 s; test_scenarios 250 s +
+# test_daemon_restart 160 s), one per worker, started first; the tests of the session's
+# deployed platform share one worker, which then builds it once; everything else fills in.
+CHAINS = {"test_local.py": "daemon-a", "test_demo_stopped.py": "daemon-a",
+          "test_scenarios.py": "daemon-b", "test_daemon_restart.py": "daemon-b"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into scopes
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = CHAINS.get(item.path.name) or ("deployed" if "deployed" in item.fixturenames
+                                               else None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    order = [*dict.fromkeys(CHAINS.values()), "deployed"]
+    items.sort(key=lambda item: next((order.index(mark.args[0]) for mark in
+                                      item.iter_markers("xdist_group")), len(order)))
 
 
 @pytest.fixture

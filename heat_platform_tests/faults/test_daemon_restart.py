@@ -48,6 +48,9 @@ def test_a_training_interrupted_by_a_daemon_restart_is_retried_and_resumes(platf
         wait_for(daemon, lambda: any(checkpoints.glob("*.pt")), timeout_s=900,
                  what="the training's first checkpoint", interval_s=0.2)
         group = daemon.process.pid
+        # a restart that does not wait for the run (SIGKILL one second after SIGTERM): with the
+        # default 30 s grace the worker, which does not heed SIGTERM, could finish the training
+        daemon.stop(grace_s=1)
     # the daemon, its code server and the run worker: gone (SIGKILLed ones within moments)
     wait_until(lambda: not group_members(group), timeout_s=10, what="the daemon's group to end",
                interval_s=0.1)
