@@ -200,7 +200,11 @@ def failures(outcomes: list[tuple[float, int]], start: float, end: float) -> dic
     return {"requests": len(window), "failed": len(failed), "failed_by_status": statuses}
 
 
-def kill_backend(served: Served, memory: Memory, kills: int) -> dict:
+def kill_under_load(served: Served, memory: Memory, kills: int, whole_backend: bool) -> dict:
+    """``kill -9`` the live backend ``kills`` times under 4 clients at 20 requests/s each:
+    every process of it (``whole_backend``), or its arbiter alone (its workers orphaned, which
+    the supervisor must reap and replace). Per kill: the failed requests, when the answers came
+    back, when the supervisor had a new backend live, the peak memory."""
     from heat_platform.processes import tagged_processes
 
     load = Load(served.url, clients=4, rate=20)
@@ -211,11 +215,14 @@ def kill_backend(served: Served, memory: Memory, kills: int) -> dict:
             before = served.wait_live()
             memory.take()
             killed_at = time.monotonic()
-            # every process of the backend: its arbiter and its workers, which BentoML starts
-            # in sessions of their own (a signal to the arbiter's group reaches it alone)
-            for pid in tagged_processes(before["backend_tag"]):
+            # the whole backend: its arbiter and its workers, which BentoML starts in sessions
+            # of their own (a signal to the arbiter's group reaches it alone)
+            victims = (tagged_processes(before["backend_tag"]) if whole_backend
+                       else [before["backend_pid"]])
+            for pid in victims:
                 os.kill(pid, signal.SIGKILL)
             after = served.wait_live(lambda s, pid=before["backend_pid"]: s["backend_pid"] != pid)
+            replaced = time.monotonic()
             load.wait_ok(400)  # 5 s of normal service before the next kill
             outcomes = [(at, status) for at, status in list(load.outcomes) if at >= killed_at]
             last_failure = max((at for at, status in outcomes if status != 200),
@@ -225,32 +232,13 @@ def kill_backend(served: Served, memory: Memory, kills: int) -> dict:
             answered = min(at for at, status in outcomes if status == 200 and at > last_failure)
             runs.append({**failures(load.outcomes, killed_at, time.monotonic()),
                          "recovery_s": round(answered - killed_at, 2),
+                         "replaced_after_s": round(replaced - killed_at, 2),
                          "ready_after_s": after.get("ready_after_s"),
                          "peak_memory_mib": memory.take()})
     finally:
         outcomes = load.stop()
     return {"clients": 4, "rate_per_client": 20, "kills": runs,
             "total": failures(outcomes, 0, float("inf"))}
-
-
-def kill_arbiter(served: Served, memory: Memory, times: int = 2) -> dict:
-    load = Load(served.url, clients=4, rate=20)
-    runs = []
-    try:
-        load.wait_ok(200)
-        for _ in range(times):
-            before = served.wait_live()
-            killed_at = time.monotonic()
-            os.kill(before["backend_pid"], signal.SIGKILL)
-            served.wait_live(lambda s, pid=before["backend_pid"]: s["backend_pid"] != pid)
-            replaced = time.monotonic()
-            load.wait_ok(400)
-            runs.append({**failures(load.outcomes, killed_at, time.monotonic()),
-                         "replaced_after_s": round(replaced - killed_at, 2),
-                         "peak_memory_mib": memory.take()})
-    finally:
-        load.stop()
-    return {"clients": 4, "rate_per_client": 20, "kills": runs}
 
 
 def blue_green(served: Served, memory: Memory, switches: int) -> dict:
@@ -384,8 +372,10 @@ def main() -> None:
         try:
             first = served.wait_live()
             results = {"started_s": first.get("ready_after_s")}
-            for name, run in (("kill_backend", lambda: kill_backend(served, memory, args.kills)),
-                              ("kill_arbiter", lambda: kill_arbiter(served, memory)),
+            for name, run in (("kill_backend", lambda: kill_under_load(served, memory, args.kills,
+                                                                       whole_backend=True)),
+                              ("kill_arbiter", lambda: kill_under_load(served, memory, 2,
+                                                                       whole_backend=False)),
                               ("blue_green", lambda: blue_green(served, memory, args.switches)),
                               ("hostile", lambda: hostile(served, memory,
                                                           args.hostile_seconds))):
