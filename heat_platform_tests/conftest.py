@@ -20,16 +20,22 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # pools oversubscribe the cores and their idle threads spin.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Evidently imports anyio's modules (through litestar) the first time a drift report runs, and
+# pytest rewrites anyio (a pytest plugin) with ast.parse at that import: inside a test's op this
+# once failed with "AST constructor recursion depth mismatch", CPython 3.11's bug in the AST
+# constructor's recursion counter (gh-106905). Imported here, once, before any test runs.
+import evidently  # noqa: F401
+
 from heat_platform.local import latest_materialization  # noqa: F401 (the tests import it from here)
 from heat_platform.paths import PlatformPaths
 
 # `make test` runs on two workers (pytest-xdist, --dist loadgroup --no-loadscope-reorder). The
 # daemon's long stories (minutes of training each) form two chains of about equal length (on 2
-# quiet cores: test_local 235 s + test_demo_stopped 80 s; test_scenarios 250 s +
-# test_daemon_restart 160 s), one per worker, started first; the tests of the session's
-# deployed platform share one worker, which then builds it once; everything else fills in.
+# quiet cores: test_local 235-285 s + test_demo_stopped 80 s + test_daemon_restart 160-185 s;
+# test_scenarios 430 s), one per worker, started first; the tests of the session's deployed
+# platform share one worker, which then builds it once; everything else fills in.
 CHAINS = {"test_local.py": "daemon-a", "test_demo_stopped.py": "daemon-a",
-          "test_scenarios.py": "daemon-b", "test_daemon_restart.py": "daemon-b"}
+          "test_daemon_restart.py": "daemon-a", "test_scenarios.py": "daemon-b"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into scopes

@@ -9,13 +9,17 @@ import pytest
 from heat_platform.local import LocalDaemon, latest_materialization, wait_for
 from heat_platform.simulate import simulate_to_landing
 
-# scenario -> the kind expected to serve it (bench/RESULTS.md#scenario-suite): on rod-layers-long
-# the layered material's jump defeats a smooth network (relL2(a) 0.22 against 0.036, held-out
-# RMSE 1.33-1.38 against 1.15 noise levels). Where the PINN wins (tiny-fast, square-smooth-short)
-# it wins on a within the 2 % RMSE margin, and the fit of a 3-minute budget falls on either side
-# of it (2.7 % worse in one run, 1 % in another): no scenario of the suite makes a PINN win a
-# robust assertion yet (issue 22's note).
-EXPECTED = {"rod-layers-long": "classical"}
+# scenario -> the kind expected to serve it (bench/RESULTS.md#scenario-suite), each by a wide
+# margin on held-out data, so that a 3-minute training budget on a loaded machine lands on the
+# same side:
+# - rod-layers-long: the layered material's jump defeats a smooth network (held-out RMSE 1.33-1.38
+#   noise levels against the classical fit's 1.15; relL2(a) 0.22 against 0.036);
+# - layers-decay: the PINN follows the free decay between the sensors better (1.04 against 1.27
+#   noise levels: 18 % better, the margin is 2 %), although its a is worse (0.080 against 0.056,
+#   which the gate cannot know without a truth: issue 22's note).
+# Where the PINN wins on a (tiny-fast, spot-heater) it does so within the 2 % RMSE margin, and a
+# short budget falls on either side of it.
+EXPECTED = {"rod-layers-long": "classical", "layers-decay": "pinn"}
 
 
 @pytest.mark.slow
