@@ -44,7 +44,7 @@ class ServingLog:
                  file_bytes: int = 64 * 2**20, total_bytes: int = 2**30,
                  retention_days: float = 14.0,
                  on_dropped: Callable[[int], None] | None = None,
-                 background: bool = True, writer: str | None = None) -> None:
+                 background: bool = True) -> None:
         self.directory = Path(directory) if directory else None
         self.sample_rate = sample_rate
         self.max_points = max_points
@@ -56,7 +56,7 @@ class ServingLog:
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._started = time.strftime("%Y%m%dT%H%M%S")
-        self.writer = writer or f"{_file_safe(socket.gethostname())}-{os.getpid()}"
+        self.writer = f"{_file_safe(socket.gethostname())}-{os.getpid()}"
         self._part = 0
         self._pruned_at = 0.0
         if self.directory is not None and background:

@@ -20,7 +20,7 @@ import pytest
 
 from heat_platform.paths import PlatformPaths
 from heat_platform.polling import wait_until
-from heat_platform.processes import tagged_processes
+from heat_platform.processes import log_tail, raise_if_exited, tagged_processes
 from heat_platform.serving.rollout import live_state_path, processes_path, read_json
 from heat_platform.serving.server import free_port
 from heat_platform_tests.serving.conftest import deployed  # noqa: F401 (the one platform)
@@ -68,11 +68,10 @@ class Served:
         return state
 
     def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+        return log_tail(self.log, 40)
 
     def _check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"heat-platform serve exited:\n{self.log_tail()}")
+        raise_if_exited(self.process, "heat-platform serve", self.log, 40)
 
     def stop(self) -> None:
         if self.process.poll() is None:
