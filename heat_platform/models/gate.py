@@ -14,7 +14,10 @@ new regime). Then:
 2. **Between the kinds.** Of two passing candidates the classical fit is kept unless the PINN is
    better on held-out RMSE by more than ``min_improvement``, or within that margin and better
    on a: on relL2(a) where a true diffusivity is known (synthetic experiments), else on the PDE
-   residual.
+   residual. A difference beyond the margin that the held-out sensors do not resolve counts as
+   within it: both models are scored on the same readings, so their errors are compared sensor
+   by sensor (a paired t-test over the held-out sensors, at ``fit_confidence``; a sensor's
+   readings share its systematic error, so the sensors are the independent units).
 3. **Against the champion.** A champion that fails the thresholds on the current data is
    *stale*: it stops being the reference and the best passing candidate is promoted. A passing
    champion is replaced only by a candidate better on held-out RMSE by more than
@@ -57,6 +60,10 @@ class Thresholds:
     min_improvement: float = 0.02
     """Relative validation-RMSE gain needed to replace a champion (and for a PINN to replace a
     classical fit on data alone)."""
+    fit_confidence: float = 0.95
+    """Between a PINN and a classical fit: confidence at which a held-out RMSE difference beyond
+    ``min_improvement`` counts as real (paired over the held-out sensors); one the sensors do
+    not resolve is judged like one within the margin, on a. 0: the margin alone."""
     physics_tolerance: float = 0.25
     """Allowed relative growth of the PDE residual against the champion..."""
     physics_slack: float = 0.005
@@ -164,10 +171,13 @@ def decide(experiment: str, candidates: list[Contender], champion: Contender | N
             incumbent = challenger
 
     pinn = next((c for c in candidates if c.kind == "pinn"), candidates[0])
+    # a stronger profile may help a PINN that failed on its fit, or lost on it: worse than the
+    # served model by more than the margin, and by more than the held-out sensors can blur
+    lost_on_fit = incumbent is not None and incumbent is not pinn and _lost_on_fit(
+        compare_fit(pinn.scores, incumbent.scores, thresholds.fit_confidence), thresholds)
     escalate = pinn.kind == "pinn" and incumbent is not pinn and (
         any("noise level" in f or "residual" in f for f in failures_of[pinn.label])
-        or (incumbent is not None and pinn.scores.validation_rmse
-            > incumbent.scores.validation_rmse * (1 + thresholds.min_improvement)))
+        or lost_on_fit)
     if incumbent is None or incumbent is champion:
         if incumbent is None:
             reasons = _why_none_passed(candidates, failures_of) + reasons[:1]
@@ -192,12 +202,17 @@ def _challenge(incumbent: Contender, challenger: Contender,
     new, old = challenger.scores, incumbent.scores
     who = f"{challenger.label} v{challenger.version}"
     against = f"{incumbent.label} v{incumbent.version}"
-    gain = 1 - new.validation_rmse / old.validation_rmse if old.validation_rmse > 0 \
-        else -math.inf
     margin = thresholds.min_improvement
-    if challenger.kind == "pinn" and incumbent.kind == "classical" and abs(gain) <= margin:
-        # within the margin on data, the better a wins (rule 2)
-        within = f"{who}'s validation RMSE is within {margin:.0%} of {against}'s ({gain:+.1%})"
+    fit = compare_fit(new, old, thresholds.fit_confidence)
+    gain = fit.gain
+    if challenger.kind == "pinn" and incumbent.kind == "classical" \
+            and (abs(gain) <= margin or not fit.resolved):
+        # within the margin on data, or a difference the sensors do not resolve: the better a
+        # wins (rule 2)
+        within = (f"{who}'s validation RMSE is within {margin:.0%} of {against}'s ({gain:+.1%})"
+                  if abs(gain) <= margin else
+                  f"{who}'s validation RMSE differs from {against}'s by {gain:+.1%}, which "
+                  f"{fit.unresolved()}")
         if new.rel_l2_a is not None and old.rel_l2_a is not None:
             wins = new.rel_l2_a < old.rel_l2_a
             return wins, (f"{within}; relL2(a) {new.rel_l2_a:.3g} against {old.rel_l2_a:.3g}: "
@@ -219,6 +234,55 @@ def _challenge(incumbent: Contender, challenger: Contender,
     if incumbent.label == "champion":
         return True, f"validation RMSE {gain:.1%} better than champion v{incumbent.version}"
     return True, f"{who}'s validation RMSE is {gain:.1%} better than {against}'s"
+
+
+@dataclass(frozen=True)
+class FitComparison:
+    """Two models' held-out fits, compared on the same readings."""
+
+    gain: float  # 1 - new RMSE / old RMSE: > 0 when the new model fits better
+    sensors: int  # held-out sensors paired (0: no per-sensor errors, the margin alone decides)
+    t: float | None = None  # paired t statistic of the per-sensor MSE difference (old - new)
+    critical: float | None = None  # |t| above this is a real difference at the confidence
+    resolved: bool = True  # the sensors tell the two fits apart (or nothing to test with)
+
+    def unresolved(self) -> str:
+        if self.t is None:
+            return f"{self.sensors} held-out sensor cannot resolve"
+        return (f"its {self.sensors} held-out sensors do not resolve (paired t {self.t:+.2f}, "
+                f"|t| > {self.critical:.2f} needed)")
+
+
+def compare_fit(new: Scores, old: Scores, confidence: float) -> FitComparison:
+    """Is ``new``'s held-out fit really different from ``old``'s? Both were scored on the same
+    readings, so the noise common to them cancels in the per-sensor difference of mean squared
+    errors; a sensor's readings share its systematic error, so the test is over sensors: the
+    readings-weighted mean difference (= the difference of the two MSEs) over its cluster-robust
+    standard error, against Student's t with sensors - 1 degrees of freedom."""
+    gain = 1 - new.validation_rmse / old.validation_rmse if old.validation_rmse > 0 \
+        else -math.inf
+    paired = (new.sensor_mse and len(new.sensor_mse) == len(old.sensor_mse)
+              and new.sensor_readings == old.sensor_readings)
+    if not paired or confidence <= 0 or not math.isfinite(gain):
+        return FitComparison(gain, 0)
+    import numpy as np
+    from scipy import stats
+
+    sensors = len(new.sensor_mse)
+    if sensors < 2:
+        return FitComparison(gain, sensors, resolved=False)
+    weight = np.asarray(new.sensor_readings, dtype=float)
+    weight /= weight.sum()
+    difference = np.asarray(old.sensor_mse) - np.asarray(new.sensor_mse)
+    mean = float(weight @ difference)
+    spread = math.sqrt(sensors / (sensors - 1) * float(weight**2 @ (difference - mean) ** 2))
+    critical = float(stats.t.ppf(0.5 + confidence / 2, sensors - 1))
+    t = mean / spread if spread > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    return FitComparison(gain, sensors, t, critical, abs(t) > critical)
+
+
+def _lost_on_fit(fit: FitComparison, thresholds: Thresholds) -> bool:
+    return fit.gain < -thresholds.min_improvement and fit.resolved
 
 
 def _physics_regression(new: Scores, old: Scores, incumbent: Contender, thresholds: Thresholds,

@@ -47,14 +47,36 @@ class Scores:
     a_max: float
     a_finite: bool
     rel_l2_a: float | None
+    # mean squared error of u at each held-out sensor location (sorted by x, then y) and its
+    # number of readings: what the gate pairs between two models scored on the same readings
+    sensor_mse: tuple[float, ...] = ()
+    sensor_readings: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, float | bool | None]:
-        return asdict(self)
+        """The scalar scores (the per-sensor errors stay out of reports and metadata)."""
+        return {k: v for k, v in asdict(self).items() if k not in PER_SENSOR}
 
     def metrics(self) -> dict[str, float]:
         """The numeric scores (for MLflow and Dagster metadata)."""
-        return {k: float(v) for k, v in asdict(self).items()
+        return {k: float(v) for k, v in self.as_dict().items()
                 if v is not None and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+PER_SENSOR = ("sensor_mse", "sensor_readings")
+
+
+def errors_by_sensor(x: np.ndarray, y: np.ndarray,
+                     error: np.ndarray) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Mean squared ``error`` at each sensor location (x, y), sorted by x then y, and the
+    number of readings there. A sensor is its location: readings at the same place share its
+    systematic error, so the sensors, not the readings, are the independent units."""
+    if len(x) == 0:
+        return (), ()
+    _, where = np.unique(np.stack([x, y], axis=1), axis=0, return_inverse=True)
+    where = where.ravel()
+    counts = np.bincount(where)
+    mse = np.bincount(where, weights=error**2) / counts
+    return tuple(float(v) for v in mse), tuple(int(n) for n in counts)
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
     bounds = spec.domain.bounds()
     u, _ = predict(validation.x, validation.y, validation.t)
     rmse = float(np.sqrt(np.mean((u - validation.u) ** 2)))
+    sensor_mse, sensor_readings = errors_by_sensor(validation.x, validation.y, u - validation.u)
     noise = float(np.sqrt(np.mean(validation.sigma**2)))
 
     points = uniform_points(bounds, N_COLLOCATION, seed=seed)
@@ -132,6 +155,7 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
         residual_rms=residual_rms, residual_max=residual_max, residual_relative=residual_relative,
         boundary_violation=boundary_violation, a_min=float(np.nanmin(a)), a_max=float(np.nanmax(a)),
         a_finite=bool(np.isfinite(a).all()), rel_l2_a=rel_l2_a,
+        sensor_mse=sensor_mse, sensor_readings=sensor_readings,
     )
 
 

@@ -3,11 +3,12 @@ approval mode. (The asset-level tests in assets/test_gate.py run it on trained m
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from heat_platform.heat.synthetic import SCENARIOS
-from heat_platform.models.gate import Contender, Thresholds, decide
-from heat_platform.models.scoring import Scores
+from heat_platform.models.gate import Contender, Thresholds, compare_fit, decide
+from heat_platform.models.scoring import Scores, errors_by_sensor
 
 GOOD = Scores(validation_rmse=0.011, noise_sigma=0.01, rmse_to_noise=1.1, residual_rms=0.5,
               residual_max=2.0, residual_relative=0.06, boundary_violation=0.0, a_min=0.9,
@@ -157,3 +158,62 @@ def test_a_pinn_that_loses_on_its_fit_is_escalated_not_one_that_loses_on_a(spec)
     close = kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0101, rel_l2_a=0.2))
     assert close.candidate_kind == "classical" and not close.escalate  # lost on a, not on fit
     assert not kinds(spec, dataclasses.replace(GOOD, validation_rmse=0.0090)).escalate  # it won
+
+
+# -- a fit difference the held-out sensors cannot resolve ---------------------------------------
+
+SENSORS, READINGS, SIGMA = 20, 50, 0.01
+
+
+def scored_errors(base: Scores, errors: np.ndarray, **change) -> Scores:
+    """``base`` with its fit scores taken from ``errors`` (held-out sensors x readings)."""
+    rmse = float(np.sqrt(np.mean(errors**2)))
+    return dataclasses.replace(base, validation_rmse=rmse, rmse_to_noise=rmse / SIGMA,
+                               sensor_mse=tuple(np.mean(errors**2, axis=1)),
+                               sensor_readings=(READINGS,) * SENSORS, **change)
+
+
+@pytest.fixture
+def noise():
+    """The readings' noise: the same for every model scored on them."""
+    return np.random.default_rng(5).normal(0, SIGMA, (SENSORS, READINGS))
+
+
+def test_a_fit_difference_one_sensor_makes_is_judged_on_a(spec, noise):
+    classical = scored_errors(CLASSICAL, noise)
+    # the PINN misses one held-out sensor of twenty by 1.5 noise levels: its RMSE is 3 %
+    # worse, beyond the margin, but a sensor-by-sensor comparison cannot tell it from chance
+    off_at_one = noise.copy()
+    off_at_one[0] += 0.015
+    pinn = scored_errors(GOOD, off_at_one, rel_l2_a=0.05)
+    assert pinn.validation_rmse / classical.validation_rmse - 1 > 0.02
+    fit = compare_fit(pinn, classical, 0.95)
+    assert fit.sensors == SENSORS and not fit.resolved and fit.t == pytest.approx(-1.0)
+    decision = kinds(spec, pinn, classical)
+    assert decision.candidate_kind == "pinn" and not decision.escalate
+    assert "20 held-out sensors do not resolve" in decision.reasons[1]
+    assert "has the better a" in decision.reasons[1]
+    # with the margin alone (the old rule) the classical fit stayed and the PINN was escalated
+    margin_alone = kinds(spec, pinn, classical, fit_confidence=0)
+    assert margin_alone.candidate_kind == "classical" and margin_alone.escalate
+
+
+def test_a_fit_difference_every_sensor_shows_is_real(spec, noise):
+    classical = scored_errors(CLASSICAL, noise)
+    # the same RMSE gap spread over all sensors is systematic: the classical fit stays, and the
+    # PINN, which lost on its fit, is escalated
+    pinn = scored_errors(GOOD, noise + 0.0033, rel_l2_a=0.05)
+    assert pinn.validation_rmse / classical.validation_rmse - 1 > 0.04
+    assert compare_fit(pinn, classical, 0.95).resolved
+    decision = kinds(spec, pinn, classical)
+    assert decision.candidate_kind == "classical" and decision.escalate
+    assert "needs more than 2%" in decision.reasons[1]
+
+
+def test_scores_keep_each_held_out_sensors_error_out_of_reports():
+    x = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    y = np.array([0.5, 0.5, 0.5, 0.5, 0.2])
+    mse, readings = errors_by_sensor(x, y, np.array([1.0, 3.0, 2.0, 2.0, 4.0]))
+    assert mse == (5.0, 16.0, 4.0) and readings == (2, 1, 2)  # (0, .5), (1, .2), (1, .5)
+    with_sensors = dataclasses.replace(GOOD, sensor_mse=mse, sensor_readings=readings)
+    assert "sensor_mse" not in with_sensors.as_dict() and with_sensors.metrics() == GOOD.metrics()
