@@ -48,9 +48,12 @@ def gate_records(instance, experiment: str) -> list[dict]:
     out = []
     for record in records:
         metadata = record.asset_materialization.metadata
+        report = metadata["report"].value if "report" in metadata else ""
         out.append({key: metadata[key].value for key in (
             "decision", "candidate", "model kind", "competed", "escalate", "pinn profile",
             "stale champion", "scores") if key in metadata} | {
+            "reasons": [line[2:] for line in report.partition("Competed:")[0].splitlines()
+                        if line.startswith("- ")],
             "timestamp": record.timestamp})
     return out
 

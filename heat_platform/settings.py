@@ -59,8 +59,7 @@ class PlatformSettings(BaseSettings):
     automation_interval: int = Field(default=15, description="Seconds between evaluations of "
                                      "declarative automation.")
     pinn_profile: str = Field(default="fast", description="PINN profile of runs nobody "
-                              "configured (sensors, automation): fast, thorough, accurate, "
-                              "quick, smoke.")
+                              "configured (sensors, automation): fast, accurate, quick, smoke.")
     escalation: bool = Field(default=True, description="When the gate rejects a PINN for its "
                              "fit, train it once more with the stronger profile (0: never).")
     pinn_max_minutes: float | None = Field(default=None, description="Training budget of runs "

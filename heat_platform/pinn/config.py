@@ -3,8 +3,7 @@
 :class:`PINNConfig` is plain data (a pydantic dataclass, so each field's docstring is its
 description); the pipeline's Dagster config is derived from it field by field
 (``heat_platform.assets.training``), so nothing here is written twice. :data:`PROFILES` are
-the documented starting points: ``fast`` (the platform's default), ``thorough`` (the
-escalation's: the default's recipe, three networks merged), ``accurate`` (the PINNacle
+the documented starting points: ``fast`` (the platform's default), ``accurate`` (the
 benchmark's), ``quick`` and ``smoke``.
 """
 
@@ -168,25 +167,17 @@ _SMALL = PINNConfig(hidden_u=32, depth_u=2, hidden_a=16, depth_a=2, adam_iterati
 
 # When the gate rejects a PINN for its fit, the platform trains it once more with the stronger
 # profile before giving up (heat_platform.assets.training.escalation_sensor).
-STRONGER: dict[str, str] = {"quick": "fast", "fast": "thorough"}
-
-# The default: adapts to the experiment (a from the classical inversion, the PDE residual in the
-# unit of the terms it balances, L-BFGS stopped on criteria).
-_FAST = dataclasses.replace(_SMALL, lbfgs_iterations=20000, stop_patience=10, max_minutes=6.0,
-                            pde_scale="balanced", warm_start_a=True, freeze_a_steps=200,
-                            misfit_floor=1.0)
+STRONGER: dict[str, str] = {"quick": "fast", "fast": "accurate"}
 
 PROFILES: dict[str, Profile] = {
     "fast": Profile(
         "the platform's default: small networks, a warm-started from the classical inversion "
         "and frozen during Adam, the PDE residual in the unit of the terms it balances, the data "
         "misfit floored at the noise level; L-BFGS runs until neither the held-out RMSE nor "
-        "the PDE loss improves, within 6 minutes", _FAST),
-    "thorough": Profile(
-        "the escalation's: the default's recipe (criteria, the balanced PDE scale, a from the "
-        "classical inversion) three times from different seeds, merged into one network, with "
-        "a wider a network, within 12 minutes",
-        dataclasses.replace(_FAST, hidden_a=32, ensemble=3, max_minutes=12.0)),
+        "the PDE loss improves, within 6 minutes",
+        dataclasses.replace(_SMALL, lbfgs_iterations=20000, stop_patience=10, max_minutes=6.0,
+                            pde_scale="balanced", warm_start_a=True, freeze_a_steps=200,
+                            misfit_floor=1.0)),
     "accurate": Profile(
         "the benchmark profile: three networks from different seeds merged into one, each with "
         "a warm-started from the classical inversion and frozen during Adam and the data misfit "

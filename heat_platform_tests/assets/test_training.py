@@ -122,17 +122,3 @@ def test_a_profile_sets_the_training_and_any_field_given_overrides_it():
     smoke = PINNTrainingConfig(profile="smoke", device="cpu").pinn_config()
     assert (smoke.adam_iterations, smoke.warm_start_a, smoke.device) == (100, False, "cpu")
 
-
-def test_the_escalation_profile_is_the_defaults_recipe_made_stronger():
-    from heat_platform.pinn.config import PROFILES, STRONGER
-
-    fast, stronger = PROFILES["fast"].config, PROFILES[STRONGER["fast"]].config
-    # what makes the default adapt to a new experiment, kept: criteria, not an iteration count;
-    # the PDE in the unit of the terms it balances; a from the classical fit (`accurate`, the
-    # former escalation, has neither of the first two: 11.7 noise levels on square-smooth-short)
-    for name in ("stop_patience", "pde_scale", "warm_start_a", "misfit_floor",
-                 "known_conditions"):
-        assert getattr(stronger, name) == getattr(fast, name), name
-    # stronger: several members merged, a wider a network, a longer budget
-    assert stronger.ensemble > fast.ensemble and stronger.hidden_a > fast.hidden_a
-    assert stronger.max_minutes > fast.max_minutes
