@@ -392,7 +392,11 @@ class LandingZone:
                 reason = "vanished" if error.errno == errno.ENOENT else f"cannot stat: {error.strerror}"
             skipped.append(Skipped(path, reason))
             return None
-        real = Path(os.path.realpath(path))
+        try:
+            real = Path(os.path.realpath(path))
+        except OSError:  # a link when realpath looked, something else when it read the link
+            skipped.append(Skipped(path, "changed while its symlink was being resolved; refused"))
+            return None
         if not _inside(real, self.root):
             # only a symlink (the file or a folder above it) leads outside; asking which again
             # would race with a file swapped meanwhile

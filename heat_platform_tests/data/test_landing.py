@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import unicodedata
@@ -317,6 +318,25 @@ def test_a_symlink_loop_is_reported_as_one(landing):
     assert scan.files == []
     assert reasons["a.csv"] == reasons["b.csv"] == "symlink loop (it leads back to itself); refused"
     assert reasons["loop"] == "symlink loop (it leads back to itself); refused"
+
+
+def test_a_link_swapped_while_it_is_resolved_is_refused_as_such(landing, monkeypatch):
+    directory = make_experiment(landing)
+    touch(directory / "real.csv")
+    (directory / "link.csv").symlink_to(directory / "real.csv")
+
+    realpath = os.path.realpath
+
+    def swapped(path, *args, **kwargs):  # realpath saw a link, then readlink found a file
+        if Path(path).name == "link.csv":
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path))
+        return realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", swapped)
+    scan = LandingZone(landing).scan()
+    assert [f.path.name for f in scan.files] == ["real.csv"]
+    assert skipped_reasons(scan)["link.csv"] == ("changed while its symlink was being resolved; "
+                                                 "refused")
 
 
 def test_each_call_hashes_and_announces_a_bounded_amount(landing):

@@ -187,7 +187,8 @@ def check_everything(platform_paths, dagster_instance, resources, capsys, swappe
     said = {line.split("victim.csv: ", 1)[1] for line in logged.splitlines()
             if "victim.csv: " in line}
     specific = ("not a regular file", "symlink points outside the landing root",
-                "changed while being hashed", "size or mtime changed", "first seen")
+                "changed while being hashed", "size or mtime changed", "first seen",
+                "changed while its symlink was being resolved")
     assert said and all(any(reason in line for reason in specific) for line in said), said
 
     # the flood: each of the 10,000 announced exactly once, at most PER_TICK a tick; the ones
