@@ -226,14 +226,14 @@ def _challenge(incumbent: Contender, challenger: Contender,
             return False, (f"improvement over champion v{incumbent.version} is {gain:+.1%} of "
                            f"validation RMSE (needs more than {margin:.0%})")
         return False, (f"{against} stays: {who}'s validation RMSE is {gain:+.1%} against it "
-                       f"(needs more than {margin:.0%})")
+                       f"(needs more than {margin:.0%}){fit.evidence()}")
     regression = _physics_regression(new, old, incumbent, thresholds,
                                      same_kind=challenger.kind == incumbent.kind)
     if regression:
         return False, regression
     if incumbent.label == "champion":
         return True, f"validation RMSE {gain:.1%} better than champion v{incumbent.version}"
-    return True, f"{who}'s validation RMSE is {gain:.1%} better than {against}'s"
+    return True, f"{who}'s validation RMSE is {gain:.1%} better than {against}'s{fit.evidence()}"
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,10 @@ class FitComparison:
     t: float | None = None  # paired t statistic of the per-sensor MSE difference (old - new)
     critical: float | None = None  # |t| above this is a real difference at the confidence
     resolved: bool = True  # the sensors tell the two fits apart (or nothing to test with)
+
+    def evidence(self) -> str:
+        return (f" (paired t {self.t:+.2f} over {self.sensors} held-out sensors)"
+                if self.t is not None else "")
 
     def unresolved(self) -> str:
         if self.t is None:

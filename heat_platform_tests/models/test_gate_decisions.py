@@ -208,6 +208,7 @@ def test_a_fit_difference_every_sensor_shows_is_real(spec, noise):
     decision = kinds(spec, pinn, classical)
     assert decision.candidate_kind == "classical" and decision.escalate
     assert "needs more than 2%" in decision.reasons[1]
+    assert "(paired t -4.21 over 20 held-out sensors)" in decision.reasons[1]
 
 
 def test_scores_keep_each_held_out_sensors_error_out_of_reports():
