@@ -123,8 +123,9 @@ def score(predict: Predict, spec: ProblemSpec, validation: Readings, *,
     random points on the spatial boundary)."""
     bounds = spec.domain.bounds()
     u, _ = predict(validation.x, validation.y, validation.t)
-    rmse = float(np.sqrt(np.mean((u - validation.u) ** 2)))
-    sensor_mse, sensor_readings = errors_by_sensor(validation.x, validation.y, u - validation.u)
+    error = u - validation.u
+    rmse = float(np.sqrt(np.mean(error**2)))
+    sensor_mse, sensor_readings = errors_by_sensor(validation.x, validation.y, error)
     noise = float(np.sqrt(np.mean(validation.sigma**2)))
 
     points = uniform_points(bounds, N_COLLOCATION, seed=seed)

@@ -121,4 +121,3 @@ def test_a_profile_sets_the_training_and_any_field_given_overrides_it():
     assert PINNTrainingConfig(profile="accurate", misfit_floor=0).pinn_config().misfit_floor == 0
     smoke = PINNTrainingConfig(profile="smoke", device="cpu").pinn_config()
     assert (smoke.adam_iterations, smoke.warm_start_a, smoke.device) == (100, False, "cpu")
-
