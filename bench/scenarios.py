@@ -11,6 +11,7 @@ held-out RMSE / noise, relL2(a) of the PINN, the classical fit and the served mo
 the gate escalated the PINN to the stronger profile and what that gave.
 
     .venv/bin/python bench/scenarios.py [NAME ...] [--escalation-minutes 15] [--out FILE]
+    .venv/bin/python bench/scenarios.py --without-truth   # replay the recorded ties, no truth
 
 Writes ``bench/results/scenarios.json`` (a ``scenarios`` list, one record per scenario).
 History and figures: bench/RESULTS.md#scenarios
@@ -48,12 +49,9 @@ def gate_records(instance, experiment: str) -> list[dict]:
     out = []
     for record in records:
         metadata = record.asset_materialization.metadata
-        report = metadata["report"].value if "report" in metadata else ""
         out.append({key: metadata[key].value for key in (
             "decision", "candidate", "model kind", "competed", "escalate", "pinn profile",
-            "stale champion", "scores") if key in metadata} | {
-            "reasons": [line[2:] for line in report.partition("Competed:")[0].splitlines()
-                        if line.startswith("- ")],
+            "stale champion", "scores", "reasons") if key in metadata} | {
             "timestamp": record.timestamp})
     return out
 
@@ -135,6 +133,27 @@ def summarise(name: str, decisions: list[dict], served_after: float | None,
     }
 
 
+def without_truth(scenarios: list[dict]) -> list[dict]:
+    """Replay, on recorded scores, the ties the truth broke: where the gate judged a PINN and a
+    classical fit on a (the reason says which has "the better a"), what a user's experiment
+    without a truth would get from each truth-free criterion: the lower relative PDE residual,
+    and the lower held-out RMSE of the model's a through the solver (where recorded)."""
+    rows = []
+    for scenario in scenarios:
+        for decision in scenario["gate_decisions"]:
+            scores = decision["scores"]
+            if not ({"PINN", "classical"} <= scores.keys()
+                    and any("the better a" in reason for reason in decision["reasons"])):
+                continue
+            row = {"name": scenario["name"]}
+            for key in ("rel_l2_a", "residual_relative", "solver_rmse_to_noise"):
+                values = {s["kind"]: s.get(key) for s in scores.values()}
+                if None not in values.values():
+                    row[key] = values | {"chooses": min(values, key=values.get)}
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="scenarios (default: the whole suite)")
@@ -142,7 +161,14 @@ def main() -> None:
                         help="how long to wait for an escalated PINN's gate")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the platform homes")
+    parser.add_argument("--without-truth", action="store_true",
+                        help="run nothing: replay the ties of --out's recorded gate decisions "
+                             "on the PDE residual, as for an experiment without a truth")
     args = parser.parse_args()
+    if args.without_truth:
+        for row in without_truth(json.loads(args.out.read_text())["scenarios"]):
+            print(json.dumps(row))
+        return
     names = args.names or [n for n, s in SCENARIOS.items() if s.suite]
     root = Path(tempfile.mkdtemp(prefix="heat-scenarios-"))
     load_before, started = os.getloadavg(), time.perf_counter()

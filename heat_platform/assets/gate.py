@@ -160,6 +160,7 @@ def gate_report(context: dg.AssetExecutionContext, config: GateConfig, pinn_mode
         "competed": ", ".join(f"{c['label']} v{c['version']}" for c in decision.competed),
         "champion": f"v{decision.champion_version}" if decision.champion_version else "none",
         "stale champion": decision.stale_champion,
+        "reasons": dg.MetadataValue.json(decision.reasons),
         "scores": dg.MetadataValue.json({c["label"]: {"kind": c["kind"], "version": c["version"],
                                                       "passes": not c["failures"],
                                                       **decision.scores[c["label"]]}

@@ -717,23 +717,53 @@ def invert_spec(
     """:func:`invert_diffusivity` for a problem spec (:mod:`.spec`): its domain, source, known
     boundary values and diffusivity range. ``observations`` has arrays ``x, y, t, u`` and
     ``sigma`` (None: the spec's ``noise_sigma``)."""
+    data, problem = _spec_problem(spec, observations)
     return invert_diffusivity(
-        {"x": observations.x, "y": observations.y, "t": observations.t, "u": observations.u,
-         "sigma": observations.sigma},
-        domain=spec.domain.bounds(),
-        source=spec.source,
-        boundary_diffusivity=spec.boundary_diffusivity,
-        initial_temperature=spec.initial_temperature,
-        boundary_temperature=spec.boundary_temperature,
-        nx=nx,
-        ny=ny,
-        n_steps=n_steps,
-        penalty=penalty,
-        weight=weight,
-        bounds=spec.diffusivity_range or (0.01, 100.0),
-        noise_sigma=spec.noise_sigma,
+        data, **problem, nx=nx, ny=ny, n_steps=n_steps, penalty=penalty, weight=weight,
         callback=callback,
     )
+
+
+def solve_with_diffusivity(
+    spec, diffusivity: Callable, observations, *, nx: int = 31, ny: int = 31, n_steps: int = 50
+) -> ForwardSolution:
+    """The forward solution, on the inversion's grid, for a given diffusivity a(x, y): what
+    that a predicts through the solver the classical inversion uses, whatever model it came
+    from. The initial and boundary temperatures are the spec's where it states them; where it
+    does not, they are the inversion's coarse nuisance fields fitted to ``observations`` with a
+    held fixed (same penalties, weight by the discrepancy principle), so that every a gets the
+    same treatment as the classical fit's own."""
+    data, known = _spec_problem(spec, observations)
+    problem, m0 = InverseProblem.build(
+        data, known["domain"], nx=nx, ny=ny, n_steps=n_steps,
+        **{k: v for k, v in known.items() if k != "domain"},
+    )
+    grid = problem.grid
+    a = np.clip(np.asarray(diffusivity(grid.X, grid.Y), dtype=float), *known["bounds"])
+    temperatures = slice(problem.n_a, problem.size)
+    problem.a_fixed = np.broadcast_to(a, grid.shape).copy()
+    problem.a_unknown = np.empty(0, dtype=int)
+    problem.scale, m0 = problem.scale[temperatures], m0[temperatures]
+    if problem.size == 0:  # the spec states both temperatures: one forward solve
+        return problem.solution(np.empty(0))
+    fit = _Fitter(problem, known["bounds"], 1000, 0.5, _Log(None))
+    chosen, _ = _discrepancy_search(fit, m0, SEARCH_START, 1.0)
+    return problem.solution(chosen["m"])
+
+
+def _spec_problem(spec, observations) -> tuple[dict, dict]:
+    """The observations as the inversion takes them, and what the spec states of the problem."""
+    data = {"x": observations.x, "y": observations.y, "t": observations.t,
+            "u": observations.u, "sigma": observations.sigma}
+    return data, {
+        "domain": spec.domain.bounds(),
+        "source": spec.source,
+        "boundary_diffusivity": spec.boundary_diffusivity,
+        "initial_temperature": spec.initial_temperature,
+        "boundary_temperature": spec.boundary_temperature,
+        "bounds": spec.diffusivity_range or (0.01, 100.0),
+        "noise_sigma": spec.noise_sigma,
+    }
 
 
 def _discrepancy_search(

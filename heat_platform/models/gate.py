@@ -317,6 +317,7 @@ ROWS = [
     ("validation RMSE of u", "validation_rmse", "{:.4g}"),
     ("RMSE / noise level", "rmse_to_noise", "{:.3g}"),
     ("relative PDE residual (RMS)", "residual_relative", "{:.3g}"),
+    ("RMSE / noise of its a through the solver", "solver_rmse_to_noise", "{:.3g}"),
     ("max |PDE residual|", "residual_max", "{:.3g}"),
     ("boundary a violation", "boundary_violation", "{:.3g}"),
     ("min a", "a_min", "{:.4g}"),
@@ -384,7 +385,9 @@ def review(registry, candidates: list, stored, spec: ProblemSpec, thresholds: Th
     )
 
     experiment = candidates[0].experiment
-    validation = Readings.from_frame(stored.load().validation, spec)
+    training_set = stored.load()
+    validation = Readings.from_frame(training_set.validation, spec)
+    train = Readings.from_frame(training_set.train, spec)
     champion = registry.champion(experiment)
     # a candidate that is already the champion (a classical fit promoted before a PINN of the
     # same training set was escalated, a gate run again) competes as the champion
@@ -393,14 +396,16 @@ def review(registry, candidates: list, stored, spec: ProblemSpec, thresholds: Th
         new, champion = candidates, None
     candidates = new
     contenders = [Contender(LABELS[c.kind], c.kind, c.version,
-                            score_torchscript(c.artifact, spec, validation)) for c in candidates]
+                            score_torchscript(c.artifact, spec, validation, train=train))
+                   for c in candidates]
     artifacts = {LABELS[c.kind]: c.artifact for c in candidates}
     champion_contender = None
     if champion is not None:
         artifacts["champion"] = registry.download(champion,
                                                   workdir / f"champion-v{champion.version}")
         champion_contender = Contender("champion", champion.kind, champion.version,
-                                       score_torchscript(artifacts["champion"], spec, validation))
+                                       score_torchscript(artifacts["champion"], spec, validation,
+                                                         train=train))
     decision = decide(experiment, contenders, champion_contender, spec, thresholds)
 
     def a_of(path):  # a does not depend on t

@@ -4,7 +4,11 @@ Data: RMSE of u on the held-out validation sensors, and its ratio to the noise l
 means the model explains the data down to the noise). Physics: the PDE residual of the model's
 (u, a) on a fresh collocation set, relative to the size of the terms it balances,
 sqrt(mean(f^2) + mean(u_t^2)) (so a free decay, f = 0, is measured too); the violation of the
-known boundary diffusivity; whether a(x, y) is finite and inside the physical range. The
+known boundary diffusivity; whether a(x, y) is finite and inside the physical range. Given the
+training readings too, a through the solver: the held-out RMSE / noise of the classical
+solver's u for the model's a (:func:`.inversion.solve_with_diffusivity`), the same measure for
+an a of any kind, where the model's own u and residual are not (a classical u satisfies its
+discretisation by construction, a PINN's u only approximately). The
 residual of a PINN comes from automatic differentiation; a classical fit's fields are piecewise
 linear on its grid, so its residual is taken with finite differences at its own grid spacing
 (the derivatives its discretisation stands for), away from the edges. With a known true
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -51,6 +55,8 @@ class Scores:
     # number of readings: what the gate pairs between two models scored on the same readings
     sensor_mse: tuple[float, ...] = ()
     sensor_readings: tuple[int, ...] = ()
+    # held-out RMSE / noise of the classical solver's u with this model's a (None: not computed)
+    solver_rmse_to_noise: float | None = None
 
     def as_dict(self) -> dict[str, float | bool | None]:
         """The scalar scores (the per-sensor errors stay out of reports and metadata)."""
@@ -216,12 +222,33 @@ def classical_residual(module, spec: ProblemSpec) -> Residual:
     return terms
 
 
-def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: int = 0) -> Scores:
-    """Score a serving artifact (TorchScript of any kind, physical units in and out)."""
+def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: int = 0,
+                      train: Readings | None = None) -> Scores:
+    """Score a serving artifact (TorchScript of any kind, physical units in and out); with the
+    ``train`` readings, also its a through the solver (:func:`solver_fit`)."""
     module, kind = load_model(path)
-    return score(torchscript_predict(module), spec, validation,
-                 residual=model_residual(module, kind, spec), seed=seed,
-                 boundary=grid_boundary(module) if kind == "classical" else None)
+    predict = torchscript_predict(module)
+    scores = score(predict, spec, validation, residual=model_residual(module, kind, spec),
+                   seed=seed, boundary=grid_boundary(module) if kind == "classical" else None)
+    if train is None:
+        return scores
+    return replace(scores, solver_rmse_to_noise=solver_fit(
+        lambda x, y: predict(x, y, np.zeros_like(x))[1], spec, train, validation))
+
+
+def solver_fit(diffusivity, spec: ProblemSpec, train: Readings, validation: Readings) -> float:
+    """Held-out RMSE / noise of the classical solver's u for the diffusivity a(x, y): the
+    initial and boundary temperatures the spec does not state fitted to ``train`` with a held
+    fixed (:func:`.inversion.solve_with_diffusivity`)."""
+    from threadpoolctl import threadpool_limits
+
+    from heat_platform.heat.inversion import solve_with_diffusivity
+
+    with threadpool_limits(1):  # small sparse solves, reproducible on one thread
+        solution = solve_with_diffusivity(spec, diffusivity, train.observations())
+    error = solution.at(validation.x, validation.y, validation.t) - validation.u
+    noise = float(np.sqrt(np.mean(validation.sigma**2)))
+    return float(np.sqrt(np.mean(error**2))) / noise if noise else math.inf
 
 
 def grid_boundary(module) -> np.ndarray:

@@ -59,8 +59,10 @@ def test_the_champion_moves_only_through_the_gate_approval_or_rollback(ingested,
     assert champion.artifact.exists() and champion.training_dagster_run_id == first.run_id
     classical = latest_materialization(instance, "classical_inversion", EXPERIMENT)
     assert classical.metadata["registered model"].value == "heat-model-inclusion v1"
-    report = latest_materialization(instance, "gate_report", EXPERIMENT).metadata["report"].value
+    gate_metadata = latest_materialization(instance, "gate_report", EXPERIMENT).metadata
+    report = gate_metadata["report"].value
     assert "PROMOTED v2 (pinn)" in report and "classical v1" in report
+    assert gate_metadata["reasons"].value == decision.reasons  # for tools that read the decision
     client = resources["mlflow"].store().client()
     assert client.get_run(champion.run_id).data.tags["heat_platform.gate"] == "promote"
     classical_run = registry.version(EXPERIMENT, "1").run_id

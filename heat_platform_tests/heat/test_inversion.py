@@ -187,3 +187,43 @@ def test_coarse_search_then_requested_grid(experiment):
     assert result.a_nodes.shape == (17, 17)
     assert 0.99 <= result.chi2_per_observation <= 1.0
     assert a_error(result) < 0.1
+
+
+# --- A given a through the solver (how the gate compares the a of models of any kind)
+def _readings(name: str, seed: int = 1, **kwargs):
+    from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
+    from heat_platform.models.scoring import Readings
+
+    scenario = SCENARIOS[name]
+    batch = simulate_batch(scenario, seed=seed, **kwargs)
+    return scenario.spec, Readings(batch.x, batch.y, batch.t, batch.u, batch.sigma)
+
+
+def test_the_inversions_own_a_through_the_solver_gives_back_its_u():
+    from heat_platform.heat.inversion import invert_spec, solve_with_diffusivity
+
+    spec, readings = _readings("tiny-fast", sensors=(6, 6), n_times=8)  # u0 and g stated
+    result = invert_spec(spec, readings, nx=10, ny=10, n_steps=16)
+    solution = solve_with_diffusivity(spec, result.diffusivity, readings,
+                                      nx=10, ny=10, n_steps=16)
+    np.testing.assert_allclose(solution.u, result.solution.u, rtol=0, atol=1e-12)
+
+
+def test_unknown_temperatures_are_fitted_with_a_held_fixed():
+    """layers-decay does not state its initial state: it is fitted to the readings with a held,
+    so that the true a predicts other sensors (another batch) down to the noise, and a wrong a,
+    whose fitted initial state soaks up part of its error, does not."""
+    from heat_platform.heat.inversion import solve_with_diffusivity
+
+    spec, train = _readings("layers-decay", sensors=(30, 1), n_times=10)
+    _, other = _readings("layers-decay", seed=2, sensors=(30, 1), n_times=10)
+
+    def fit(diffusivity) -> tuple[float, float]:
+        u = solve_with_diffusivity(spec, diffusivity, train, nx=16, ny=16, n_steps=24)
+        return tuple(float(np.sqrt(np.mean(((u.at(r.x, r.y, r.t) - r.u) / r.sigma) ** 2)))
+                     for r in (train, other))
+
+    truth = fit(lambda x, y: spec.diffusivity_truth(x=x, y=y))
+    swapped = fit(lambda x, y: spec.diffusivity_truth(x=x, y=2 - y))  # the layers swapped
+    assert truth[0] < 1.1  # measured 1.00 on the readings it was fitted to, 1.16 on the others
+    assert swapped[0] > 1.1 * truth[0] and swapped[1] > 1.1 * truth[1]  # measured 1.23, 1.39
