@@ -8,7 +8,8 @@ pipeline with the default settings, as a new user's experiment would: a fresh pl
 batches landed, the Dagster daemon's sensors and automation do the rest. Recorded per scenario:
 what was served first and when (seconds from landing to the deployed bento), its kind and
 held-out RMSE / noise, relL2(a) of the PINN, the classical fit and the served model, whether
-the gate escalated the PINN to the stronger profile and what that gave.
+the gate escalated the PINN to the stronger profile and what that gave, and every run of the
+scenario (job, assets, what launched it, how long it took).
 
     .venv/bin/python bench/scenarios.py [NAME ...] [--escalation-minutes 15] [--out FILE]
     .venv/bin/python bench/scenarios.py --without-truth   # replay the recorded ties, no truth
@@ -88,12 +89,37 @@ def run_scenario(name: str, root: Path, escalation_minutes: float) -> dict:
             try:
                 wait_for(daemon, second_gate, timeout_s=60 * escalation_minutes,
                          what=f"{name}: the escalated PINN's gate")
-                wait_for(daemon, lambda: all(r.is_finished for r in instance.get_runs()),
-                         timeout_s=300, what=f"{name}: the escalation's runs")
             except TimeoutError as error:
                 print(f"{name}: {error}", flush=True)
+        try:  # let the runs in flight finish (the audit trail after a deployment) before stopping
+            wait_for(daemon, lambda: all(r.is_finished for r in instance.get_runs()),
+                     timeout_s=300, what=f"{name}: the runs in flight")
+        except TimeoutError as error:
+            print(f"{name}: {error}", flush=True)
         decisions = gated()
-    return summarise(name, decisions, served_after, escalated)
+        if served_after is None and served():  # served only after the escalation
+            served_after = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("deployed_bento"),
+                                      asset_partitions=[name]), limit=1, ascending=True
+            ).records[0].timestamp - landed_at
+        runs = run_log(instance, landed_at)
+    return summarise(name, decisions, served_after, escalated) | {"runs": runs}
+
+
+def run_log(instance, since: float) -> list[dict]:
+    """Every run of the scenario, oldest first: when it was created (seconds after landing), how
+    long it took, its job, assets, status and what launched it."""
+    records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+    return [{
+        "created_s": round(r.create_timestamp.timestamp() - since, 1),
+        "seconds": r.end_time and round(r.end_time - r.create_timestamp.timestamp(), 1),
+        "job": r.dagster_run.job_name,
+        "assets": sorted(k.to_user_string() for k in r.dagster_run.asset_selection or ()),
+        "status": r.dagster_run.status.value,
+        "tags": {k: v for k, v in r.dagster_run.tags.items()
+                 if k in ("dagster/partition", "dagster/sensor_name", "dagster/tick")
+                 or (k.startswith("heat_platform/") and not k.endswith("sha256"))},
+    } for r in records]
 
 
 def summarise(name: str, decisions: list[dict], served_after: float | None,
@@ -110,6 +136,9 @@ def summarise(name: str, decisions: list[dict], served_after: float | None,
     final = next((served_scores(d) for d in reversed(decisions) if d["decision"] == "promote"),
                  None)
     pinn = [d["scores"].get("PINN") for d in decisions]  # each gate's new PINN
+    # the escalated PINN is the one trained with another profile than the first
+    stronger = [p for p, d in zip(pinn, decisions, strict=True)
+                if d.get("pinn profile") != first.get("pinn profile")]
     classical = first["scores"].get("classical")
     scenario = SCENARIOS[name]
     return {
@@ -118,13 +147,13 @@ def summarise(name: str, decisions: list[dict], served_after: float | None,
         "served_model_kind": final and final["kind"],
         "served_rmse_to_noise": final and final["rmse_to_noise"],
         "rel_l2_a": {"pinn": pinn[0] and pinn[0]["rel_l2_a"],
-                     "pinn_escalated": (len(pinn) > 1 and pinn[-1] and pinn[-1]["rel_l2_a"])
+                     "pinn_escalated": (stronger and stronger[-1] and stronger[-1]["rel_l2_a"])
                      or None,
                      "classical": classical and classical["rel_l2_a"],
                      "served": final and final["rel_l2_a"]},
         "rmse_to_noise": {"pinn": pinn[0] and pinn[0]["rmse_to_noise"],
-                          "pinn_escalated": (len(pinn) > 1 and pinn[-1]
-                                             and pinn[-1]["rmse_to_noise"]) or None,
+                          "pinn_escalated": (stronger and stronger[-1]
+                                             and stronger[-1]["rmse_to_noise"]) or None,
                           "classical": classical and classical["rmse_to_noise"]},
         "seconds_landing_to_served": served_after and round(served_after, 1),
         "first_served_kind": served_first and served_first["kind"],
@@ -135,9 +164,14 @@ def summarise(name: str, decisions: list[dict], served_after: float | None,
 
 def without_truth(scenarios: list[dict]) -> list[dict]:
     """Replay, on recorded scores, the ties the truth broke: where the gate judged a PINN and a
-    classical fit on a (the reason says which has "the better a"), what a user's experiment
-    without a truth would get from each truth-free criterion: the lower relative PDE residual,
-    and the lower held-out RMSE of the model's a through the solver (where recorded)."""
+    classical fit on a (its reason says which has "the better a"), what each truth-free
+    criterion would have chosen: the lower relative PDE residual; the lower held-out RMSE of
+    the model's a through the solver; and the gate's rule without a truth (a through the
+    solver, but the classical fit stays where the PINN's own fit is worse by more than the
+    margin)."""
+    from heat_platform.models.gate import Thresholds
+
+    margin = Thresholds().min_improvement
     rows = []
     for scenario in scenarios:
         for decision in scenario["gate_decisions"]:
@@ -150,6 +184,10 @@ def without_truth(scenarios: list[dict]) -> list[dict]:
                 values = {s["kind"]: s.get(key) for s in scores.values()}
                 if None not in values.values():
                     row[key] = values | {"chooses": min(values, key=values.get)}
+            if "solver_rmse_to_noise" in row:
+                gain = 1 - scores["PINN"]["validation_rmse"] / scores["classical"]["validation_rmse"]
+                row["gate_without_truth"] = ("classical" if gain < -margin
+                                             else row["solver_rmse_to_noise"]["chooses"])
             rows.append(row)
     return rows
 

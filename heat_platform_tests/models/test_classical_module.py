@@ -95,3 +95,20 @@ def test_its_boundary_is_judged_at_its_grid_nodes(tmp_path):
     assert at_nodes.boundary_violation < 1e-9
     between = score(torchscript_predict(module), spec, readings, residual=None)
     assert between.boundary_violation > 1e-3  # the interpolant between the nodes
+
+
+def test_its_a_through_the_solver_is_its_own_fit(tmp_path):
+    """Scored with the training readings too, a model's a goes through the classical solver
+    (the gate's truth-free measure of a): for a classical fit at the solver's grid, with the
+    initial and boundary temperatures stated, that is its own u, so the same held-out error."""
+    scenario = SCENARIOS["tiny-fast"]
+    spec = scenario.spec
+    train, held_out = (simulate_batch(scenario, seed=seed, sensors=(6, 6), n_times=8)
+                       for seed in (1, 2))
+    train, held_out = (Readings(b.x, b.y, b.t, b.u, b.sigma) for b in (train, held_out))
+    path = export_classical(invert_spec(spec, train), tmp_path / "model.pt",
+                            {"spec_name": spec.name})
+    assert score_torchscript(path, spec, held_out).solver_rmse_to_noise is None
+    scores = score_torchscript(path, spec, held_out, train=train)
+    assert scores.solver_rmse_to_noise == pytest.approx(scores.rmse_to_noise, rel=1e-6)
+    assert "solver_rmse_to_noise" in scores.metrics()
