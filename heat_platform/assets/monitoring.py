@@ -118,10 +118,17 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig,
     )
 
 
+# What a retraining run materialises. Its run requests name these assets too: Dagster's
+# automation ignores an upstream update only when the run that made it also planned the
+# downstream asset, and it reads that from the run's asset selection, which a job's run lacks
+# unless the request gives it. Without it, the retrain's new PINN looked like news to the eager
+# gate, which could then judge the same PINN a second time in a run of its own.
+RETRAINED = ("training_set", "pinn_model", "classical_inversion", "gate_report",
+             "champion_model", "deployed_bento")
+
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.assets("training_set", "pinn_model", "classical_inversion",
-                                       "gate_report", "champion_model", "deployed_bento"),
+    selection=dg.AssetSelection.assets(*RETRAINED),
     partitions_def=experiments,
     description="Retrain an experiment on its newest regime and take it through the gate to "
     "deployment (drift_retrain_sensor launches it; tags say why).",
@@ -150,6 +157,7 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
         requests.append(dg.RunRequest(
             run_key=f"drift:{experiment}:v{champion}",
             partition_key=experiment,
+            asset_selection=[dg.AssetKey(name) for name in RETRAINED],
             tags={TRIGGER: "drift", DRIFT_BATCH: batch,
                   DRIFTED_FROM_CHAMPION: str(champion),
                   REGIME_START: str(metadata["ingest seq"].value)},

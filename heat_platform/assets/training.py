@@ -142,10 +142,12 @@ def pinn_model(context: dg.AssetExecutionContext, config: PINNTrainingConfig,
     )
 
 
+# What an escalation run materialises; its run requests name them (see monitoring.RETRAINED)
+ESCALATED = ("pinn_model", "gate_report", "champion_model", "deployed_bento")
+
 escalate_job = dg.define_asset_job(
     "escalate",
-    selection=dg.AssetSelection.assets("pinn_model", "gate_report", "champion_model",
-                                       "deployed_bento"),
+    selection=dg.AssetSelection.assets(*ESCALATED),
     partitions_def=experiments,
     description="Train an experiment's PINN again with the stronger profile after the gate "
     "rejected it for its fit, and take it through the gate (escalation_sensor launches it).",
@@ -172,6 +174,7 @@ def escalation_sensor(context: dg.SensorEvaluationContext):
         requests.append(dg.RunRequest(
             run_key=f"escalate:{record.partition_key}:{metadata['data_version'].value}",
             partition_key=record.partition_key,
+            asset_selection=[dg.AssetKey(name) for name in ESCALATED],
             run_config={"ops": {"pinn_model": {"config": {"profile": STRONGER[profile]}}}},
             tags={TRIGGER: ESCALATION, ESCALATED_FROM: profile}))
     cursor = str(records[-1].storage_id) if records else context.cursor

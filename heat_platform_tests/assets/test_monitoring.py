@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import dagster as dg
 import pytest
 
-from heat_platform.assets.monitoring import drift_retrain_sensor
+from heat_platform.assets.monitoring import RETRAINED, drift_retrain_sensor
 from heat_platform.assets.partitions import batch_partition
 from heat_platform.names import REGIME_START
 from heat_platform.simulate import simulate_to_landing
@@ -74,6 +74,9 @@ def test_a_changed_material_is_flagged_and_asks_for_one_retrain(ingested, sensor
         EXPERIMENT, "b003-material").ingest_seq
     assert request.tags[REGIME_START] == str(drifted_seq)  # retrain on the new material only
     assert request.tags["heat_platform/trigger"] == "drift"
+    # the run names what it materialises, so that automation does not take its new PINN for
+    # news and judge it again in a gate run of its own
+    assert {k.to_user_string() for k in request.asset_selection} == set(RETRAINED)
 
     # the cursor moves on: nothing new, nothing asked
     again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))

@@ -121,3 +121,19 @@ def test_a_profile_sets_the_training_and_any_field_given_overrides_it():
     assert PINNTrainingConfig(profile="accurate", misfit_floor=0).pinn_config().misfit_floor == 0
     smoke = PINNTrainingConfig(profile="smoke", device="cpu").pinn_config()
     assert (smoke.adam_iterations, smoke.warm_start_a, smoke.device) == (100, False, "cpu")
+
+
+def test_an_escalation_names_what_it_materialises():
+    """The escalation run's request carries its assets, so that automation, which ignores an
+    upstream update only when the run that made it also planned the downstream asset, does not
+    take the escalated PINN for news and judge it in a second gate run."""
+    from heat_platform.assets.training import ESCALATED, escalation_sensor
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key="gate_report", partition=EXPERIMENT,
+            metadata={"escalate": True, "pinn profile": "fast", "data_version": "d1"}))
+        (request,) = escalation_sensor(dg.build_sensor_context(instance=instance)).run_requests
+    assert request.run_key == f"escalate:{EXPERIMENT}:d1"
+    assert request.run_config["ops"]["pinn_model"]["config"]["profile"] == "accurate"
+    assert {k.to_user_string() for k in request.asset_selection} == set(ESCALATED)
