@@ -72,15 +72,16 @@ def run_scenario(name: str, root: Path, escalation_minutes: float) -> dict:
         def gated():
             return gate_records(instance, name)
 
+        def seconds_to_served():
+            first = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("deployed_bento"),
+                                      asset_partitions=[name]), limit=1, ascending=True).records
+            return first[0].timestamp - landed_at if first else None
+
         # the first outcome: a deployed bento, or a gate that served nothing
         wait_for(daemon, lambda: served() or [g for g in gated() if g["decision"] != "promote"],
                  timeout_s=SERVE_TIMEOUT_S, what=f"{name}: a deployed bento or a rejection")
-        first_served = served()
-        served_after = (first_served and (
-            instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("deployed_bento"),
-                                      asset_partitions=[name]), limit=1, ascending=True)
-            .records[0].timestamp - landed_at))
+        served_after = seconds_to_served()
         escalated = any(g.get("escalate") for g in gated())
         if escalated:  # the stronger profile's attempt, through the gate
             def second_gate():
@@ -97,11 +98,7 @@ def run_scenario(name: str, root: Path, escalation_minutes: float) -> dict:
         except TimeoutError as error:
             print(f"{name}: {error}", flush=True)
         decisions = gated()
-        if served_after is None and served():  # served only after the escalation
-            served_after = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("deployed_bento"),
-                                      asset_partitions=[name]), limit=1, ascending=True
-            ).records[0].timestamp - landed_at
+        served_after = served_after or seconds_to_served()  # or only after the escalation
         runs = run_log(instance, landed_at)
     return summarise(name, decisions, served_after, escalated) | {"runs": runs}
 

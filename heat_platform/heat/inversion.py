@@ -509,7 +509,9 @@ class InversionResult:
 # The discrepancy search starts here (the penalties are dimensionless); the start changes how
 # many fits the search needs, not where it ends.
 SEARCH_START = 10.0
+DISCREPANCY_TARGET = 1.0  # chi^2 / n of the discrepancy principle
 STALL_WINDOW = 20  # iterations
+MAX_ITERATIONS, STALL_TOLERANCE = 1000, 0.5  # of one L-BFGS-B fit (see _Fitter)
 
 
 @dataclass
@@ -611,12 +613,12 @@ def invert_diffusivity(
     weight: str | float = "discrepancy",
     bounds: tuple[float, float] = (0.01, 100.0),
     noise_sigma=None,
-    discrepancy_target: float = 1.0,
+    discrepancy_target: float = DISCREPANCY_TARGET,
     coarse_search: bool = True,
     temperature_ratios: tuple[float, float] = (0.1, 100.0),
     temperature_coarsening: tuple[int, int] = TEMPERATURE_COARSENING,
-    max_iterations: int = 1000,
-    stall_tolerance: float = 0.5,
+    max_iterations: int = MAX_ITERATIONS,
+    stall_tolerance: float = STALL_TOLERANCE,
     callback: Callable[[int, dict], None] | None = None,
 ) -> InversionResult:
     """Fit node values of a(x, y) to temperature observations (see the module docstring).
@@ -734,10 +736,7 @@ def solve_with_diffusivity(
     held fixed (same penalties, weight by the discrepancy principle), so that every a gets the
     same treatment as the classical fit's own."""
     data, known = _spec_problem(spec, observations)
-    problem, m0 = InverseProblem.build(
-        data, known["domain"], nx=nx, ny=ny, n_steps=n_steps,
-        **{k: v for k, v in known.items() if k != "domain"},
-    )
+    problem, m0 = InverseProblem.build(data, **known, nx=nx, ny=ny, n_steps=n_steps)
     grid = problem.grid
     a = np.clip(np.asarray(diffusivity(grid.X, grid.Y), dtype=float), *known["bounds"])
     temperatures = slice(problem.n_a, problem.size)
@@ -746,8 +745,8 @@ def solve_with_diffusivity(
     problem.scale, m0 = problem.scale[temperatures], m0[temperatures]
     if problem.size == 0:  # the spec states both temperatures: one forward solve
         return problem.solution(np.empty(0))
-    fit = _Fitter(problem, known["bounds"], 1000, 0.5, _Log(None))
-    chosen, _ = _discrepancy_search(fit, m0, SEARCH_START, 1.0)
+    fit = _Fitter(problem, known["bounds"], MAX_ITERATIONS, STALL_TOLERANCE, _Log(None))
+    chosen, _ = _discrepancy_search(fit, m0, SEARCH_START, DISCREPANCY_TARGET)
     return problem.solution(chosen["m"])
 
 

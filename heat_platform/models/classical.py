@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from heat_platform.data.ingest import StoredTrainingSet
 from heat_platform.heat.spec import ProblemSpec
 from heat_platform.models import figures, tracking
@@ -22,6 +20,7 @@ from heat_platform.models.mlflow_store import MlflowStore
 from heat_platform.models.scoring import (
     Readings,
     Scores,
+    diffusivity_of,
     load_model,
     score_torchscript,
     torchscript_predict,
@@ -81,7 +80,7 @@ def fit_classical(tracking_store: MlflowStore, stored: StoredTrainingSet, spec: 
                            | {"weight": result.weight, "wall_time_s": result.wall_time,
                               "chi2_per_observation": result.chi2_per_observation})
         predict = torchscript_predict(load_model(artifact)[0])
-        maps = {"classical": lambda x, y: predict(x, y, np.zeros_like(x))[1]}
+        maps = {"classical": diffusivity_of(predict)}
         if spec.diffusivity_truth is not None:
             maps["truth (synthetic)"] = lambda x, y: spec.diffusivity_truth(x=x, y=y)
         png = figures.png_bytes(figures.diffusivity_maps(maps, spec.domain.bounds(),

@@ -392,11 +392,10 @@ def review(registry, candidates: list, stored, spec: ProblemSpec, thresholds: Th
     """Score the candidates (``ModelCandidate`` s of the new training: a PINN, the classical
     fit) and the current champion on the same held-out sensors and collocation points, decide,
     and write the report with the a(x, y) of each side by side."""
-    import numpy as np
-
     from heat_platform.models import figures
     from heat_platform.models.scoring import (
         Readings,
+        diffusivity_of,
         load_model,
         score_torchscript,
         torchscript_predict,
@@ -426,12 +425,9 @@ def review(registry, candidates: list, stored, spec: ProblemSpec, thresholds: Th
                                                          train=train))
     decision = decide(experiment, contenders, champion_contender, spec, thresholds)
 
-    def a_of(path):  # a does not depend on t
-        predict = torchscript_predict(load_model(path)[0])
-        return lambda x, y: predict(x, y, np.zeros_like(x))[1]
-
     versions = {c["label"]: c["version"] for c in decision.competed}
-    maps = {f"{label} v{versions[label]}": a_of(path) for label, path in artifacts.items()}
+    maps = {f"{label} v{versions[label]}": diffusivity_of(torchscript_predict(load_model(path)[0]))
+            for label, path in artifacts.items()}
     if spec.diffusivity_truth is not None:
         maps["truth (synthetic)"] = lambda x, y: spec.diffusivity_truth(x=x, y=y)
     png = figures.png_bytes(figures.diffusivity_maps(maps, spec.domain.bounds(),

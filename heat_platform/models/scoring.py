@@ -233,7 +233,12 @@ def score_torchscript(path, spec: ProblemSpec, validation: Readings, *, seed: in
     if train is None:
         return scores
     return replace(scores, solver_rmse_to_noise=solver_fit(
-        lambda x, y: predict(x, y, np.zeros_like(x))[1], spec, train, validation))
+        diffusivity_of(predict), spec, train, validation))
+
+
+def diffusivity_of(predict: Predict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A model's a(x, y) from its ``predict(x, y, t)`` (a does not depend on t)."""
+    return lambda x, y: predict(x, y, np.zeros_like(x))[1]
 
 
 def solver_fit(diffusivity, spec: ProblemSpec, train: Readings, validation: Readings) -> float:
