@@ -25,6 +25,8 @@ from types import CodeType
 
 import dagster as dg
 
+from heat_platform.parsing import parse
+
 DIGITS = 12  # of the sha256; enough to tell versions apart in the UI
 
 
@@ -82,7 +84,7 @@ def _function(fn: Callable, package: str, sources: dict[str, str], modules: set[
     path = Path(inspect.getsourcefile(module))
     imported, assigned = _top_level(path, path.stat().st_mtime_ns, module.__name__, package)
     names = set(_names(fn.__code__)) | {
-        n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+        n.id for n in ast.walk(parse(source)) if isinstance(n, ast.Name)}
     for name in sorted(names):
         value = fn.__globals__.get(name)
         if name in imported:
@@ -104,7 +106,7 @@ def _top_level(path: Path, mtime_ns: int, module: str, package: str
     root = _package_root(package)
     imported: dict[str, str] = {}
     assigned: dict[str, str] = {}
-    for node in ast.parse(text).body:
+    for node in parse(text).body:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if _module_path(root, package, alias.name) is not None:
@@ -169,7 +171,7 @@ def _imports(source: str, module: str, package: str, root: Path) -> list[str]:
     """The package's modules ``source`` (of ``module``) imports, anywhere in it; ``from a
     import b`` counts ``a.b`` when b is a module."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

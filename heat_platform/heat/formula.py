@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heat_platform.parsing import parse
+
 if TYPE_CHECKING:
     import torch
 
@@ -222,7 +224,7 @@ def _parse(text: str, key: str) -> tuple[ast.Expression, list[int]]:
         source_to_text.extend([column] * len(replacement))
     source_to_text.append(len(text))
     try:
-        tree = ast.parse("".join(source), mode="eval")
+        tree = parse("".join(source), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
         offset = getattr(error, "offset", None)
         column = source_to_text[min(offset - 1, len(source_to_text) - 1)] if offset else None
