@@ -13,13 +13,13 @@ from heat_platform.simulate import simulate_to_landing
 # margin on held-out data, so that a 3-minute training budget on a loaded machine lands on the
 # same side:
 # - rod-layers-long: the layered material's jump defeats a smooth network (held-out RMSE 1.33-1.38
-#   noise levels against the classical fit's 1.15; relL2(a) 0.22 against 0.036);
-# - layers-decay: the PINN follows the free decay between the sensors better (1.04 against 1.27
-#   noise levels: 18 % better, the margin is 2 %, a difference its 10 held-out sensors resolve),
-#   although its a is worse (0.080 against 0.056: issue 22's note).
-# Where the PINN wins on a (five scenarios of eight) the two fits are within the margin or within
-# what the held-out sensors resolve, and the tie goes to the better a: a short budget can land
-# either side of that.
+#   noise levels against the classical fit's 1.15; relL2(a) 0.15-0.22 against 0.036);
+# - layers-decay: the PINN follows the free decay between the sensors better (1.02-1.09 against
+#   1.27 noise levels: 14-20 % better, the margin is 2 %, a difference its held-out sensors
+#   resolve); its a is better too since the fast profile's 4000 collocation points (0.044
+#   against 0.056).
+# Where the PINN wins a tie on a (five scenarios of eight) the two fits are within the margin or
+# within what the held-out sensors resolve: a short budget can land either side of that.
 EXPECTED = {"rod-layers-long": "classical", "layers-decay": "pinn"}
 
 
