@@ -24,10 +24,10 @@ import gc
 
 def parse(source: str, mode: str = "exec") -> ast.AST:
     """``ast.parse(source, mode=mode)`` with the cyclic garbage collector paused."""
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         return ast.parse(source, mode=mode)
     finally:
-        if paused:
+        if was_enabled:
             gc.enable()
