@@ -77,19 +77,27 @@ def batch_frame(batch) -> pl.DataFrame:
     return frame.with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
 
 
-def reference_training_set():
-    """The champion's training set, built as ``assemble_training_set`` does (deterministic)."""
+def simulated_training_set(name: str, seeds, *, batch_name: str = "{name}-baseline-{seed:03d}"):
+    """The training set of scenario ``name``'s batches simulated with ``seeds``, built as
+    ``assemble_training_set`` does (the spec's noise level, the default held-out sensors;
+    deterministic). ``batch_name`` formats ``name``, ``seed`` and ``index`` (1, 2, ...)."""
     from heat_platform.data.training_set import BatchInput, build_training_set
     from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
 
-    scenario = SCENARIOS[SCENARIO]
+    scenario = SCENARIOS[name]
     inputs = []
-    for seed in BASELINE_SEEDS:
+    for index, seed in enumerate(seeds, start=1):
         frame = batch_frame(simulate_batch(scenario, seed=seed))
         version = hashlib.sha256(frame.write_ipc(None).getvalue()).hexdigest()
-        inputs.append(BatchInput(f"{SCENARIO}-baseline-{seed:03d}", version, frame))
+        inputs.append(BatchInput(batch_name.format(name=name, seed=seed, index=index), version,
+                                 frame))
     return build_training_set(inputs, scenario.spec, validation_fraction=VALIDATION_FRACTION,
-                              seed=SPLIT_SEED)
+                              seed=SPLIT_SEED, noise_sigma=scenario.spec.noise_sigma)
+
+
+def reference_training_set():
+    """The champion's training set."""
+    return simulated_training_set(SCENARIO, BASELINE_SEEDS)
 
 
 def champion(cache_root: Path, threads: int) -> tuple[Path, dict]:

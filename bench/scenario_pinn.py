@@ -11,7 +11,7 @@ Run from the repository root (one torch thread, so two variants can run side by 
     .venv/bin/python bench/scenario_pinn.py NAME [--profile fast] [--set name=value ...]
         [--label TEXT] [--out bench/results/scenario_pinn.json]
 
-Each run appends one record to --out. History and figures: bench/RESULTS.md#scenario-pinn
+Each run appends one record to --out. History and figures: bench/RESULTS.md#scenario-suite
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
+from drift import simulated_training_set
 from machine import machine_info
 from pinn_accuracy import parse_overrides
 from scenarios import SEEDS
 
-from heat_platform.data.training_set import BatchInput, build_training_set
-from heat_platform.heat.synthetic import SCENARIOS, simulate_batch
+from heat_platform.heat.synthetic import SCENARIOS
 from heat_platform.models.scoring import Readings, score_torchscript
 from heat_platform.pinn.config import PINNConfig
 
@@ -38,13 +37,9 @@ RESULTS = Path(__file__).parent / "results" / "scenario_pinn.json"
 
 
 def training_set(name: str):
-    """The scenario's training set as the pipeline builds it from the suite's batches."""
-    scenario = SCENARIOS[name]
-    spec = scenario.spec
-    batches = [BatchInput(f"b{i:03d}", f"seed-{seed}",
-                          pl.DataFrame(simulate_batch(scenario, seed=seed).columns()))
-               for i, seed in enumerate(SEEDS, start=1)]
-    return spec, build_training_set(batches, spec.domain.bounds(), noise_sigma=spec.noise_sigma)
+    """The scenario's spec and its training set as the pipeline builds it from the suite's
+    batches (named as ``simulate_to_landing`` names them)."""
+    return SCENARIOS[name].spec, simulated_training_set(name, SEEDS, batch_name="b{index:03d}")
 
 
 def run(name: str, profile: str, overrides: dict, threads: int) -> dict:
