@@ -9,9 +9,9 @@ Stopping is whole: :class:`LocalDaemon` stops its process group and then kills w
 it (a code server waiting for its runs, a run worker that does not heed SIGTERM), and while it is
 entered a SIGTERM or SIGHUP unwinds the program like Ctrl-C does, so whatever stops the program
 stops the daemon. Runs whose worker died with it are not left "started" for ever:
-:class:`LocalRunLauncher` (``dagster.yaml``) lets Dagster's run monitoring see that their worker
-process is gone and fail them, and the instance's run retries re-execute them from the failed
-step (a training resumes from its checkpoint).
+when Dagster's run monitoring checks them, :class:`LocalRunLauncher` (``dagster.yaml``) finds
+their worker process gone and fails them, and the instance's run retries re-execute them from
+the failed step (a training resumes from its checkpoint).
 """
 
 from __future__ import annotations
@@ -136,9 +136,17 @@ def _signals_deferred() -> Iterator[None]:
 class LocalRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher (a run = a process of the code server), plus the health check
     Dagster's run monitoring calls on started runs: a run whose worker process is gone (the
-    daemon that launched it was stopped or crashed, the OOM killer took it) is reported FAILED,
-    so monitoring fails it, its pool slots are freed, and run retries re-execute it. Without it
-    such a run stays "started" for ever, holding the ``pinn_training`` pool."""
+    daemon that launched it was stopped or crashed, the OOM killer took it) is failed, so its
+    pool slots are freed and run retries re-execute it. Without it such a run stays "started"
+    for ever, holding the ``pinn_training`` pool.
+
+    The check fails the run itself (:func:`fail_run`, the status before the event) rather than
+    leaving it to monitoring, whose ``report_run_failed`` stores the failure event before it
+    updates the status: the run retry daemon reads new failure events and then the runs, and a
+    run it reads still "started" it never retries (its cursor has moved past the event). At a
+    daemon start both daemons make their first pass at the same moment, which is when a run
+    whose worker died with the last daemon is failed. Monitoring, finding the run failed when it
+    looks again, leaves it alone."""
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -150,9 +158,25 @@ class LocalRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker process recorded")
         if _alive(pid, started):
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker process {pid} is running")
-        return CheckRunHealthResult(
-            WorkerStatus.FAILED, f"its worker process {pid} is gone (the dagster-daemon that "
-            "launched it stopped or crashed, or the process was killed)")
+        message = (f"Its worker process {pid} is gone (the dagster-daemon that launched it "
+                   "stopped or crashed, or the process was killed).")
+        fail_run(self._instance, run.run_id, message)
+        return CheckRunHealthResult(WorkerStatus.FAILED, message)
+
+
+def fail_run(instance, run_id: str, message: str) -> None:
+    """Fail a started run from outside it, in the order that lets run retries see it: the run's
+    status first, then the failure event (whose storing also tags the run ``dagster/will_retry``).
+    Does nothing to a run that is no longer started (it ended while it was being checked)."""
+    import dagster as dg
+
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status != dg.DagsterRunStatus.STARTED:
+        return
+    failure = dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_FAILURE.value,
+                              job_name=run.job_name, message=message)
+    instance.run_storage.handle_run_event(run_id, failure)
+    instance.report_run_failed(run, message)
 
 
 def _worker_process(instance, run_id: str) -> tuple[int | None, float]:
@@ -195,9 +219,63 @@ def create_storage(paths: PlatformPaths) -> None:
 def wait_for(daemon: LocalDaemon, probe: Callable[[], T | None], *, timeout_s: float, what: str,
              interval_s: float = 1.0) -> T:
     """:func:`~heat_platform.polling.wait_until` what the daemon's runs produce: fails at once
-    if the daemon dies, and with its log tail on a timeout."""
+    if the daemon dies, and on a timeout with the instance's runs (:func:`describe_runs`) and
+    the daemon's log tail."""
+    def context() -> str:
+        try:
+            runs = describe_runs(daemon.paths)
+        except Exception as error:  # the summary must not hide the timeout it explains
+            runs = f"(could not read the runs: {error!r})"
+        return f"runs, newest first:\n{runs}\ndaemon log:\n{daemon.log_tail()}"
+
     return wait_until(probe, timeout_s=timeout_s, what=what, interval_s=interval_s,
-                      alive=daemon.check_alive, context=lambda: f"daemon log:\n{daemon.log_tail()}")
+                      alive=daemon.check_alive, context=context)
+
+
+# The run tags that say why a run ended as it did and what followed it (run retries)
+_OUTCOME_TAGS = ("dagster/partition", "dagster/failure_reason", "dagster/will_retry",
+                 "dagster/auto_retry_run_id", "dagster/parent_run_id", "dagster/retry_number")
+# Events whose messages say why a run failed or was not retried (run retries and monitoring
+# write theirs as engine events); names of DagsterEventType, whose values differ (PIPELINE_...)
+_OUTCOME_EVENTS = ("STEP_FAILURE", "STEP_UP_FOR_RETRY", "RUN_FAILURE", "RUN_CANCELED",
+                   "ENGINE_EVENT")
+
+
+def describe_runs(paths: PlatformPaths, limit: int = 12, messages: int = 4) -> str:
+    """The newest runs of the platform's instance, one line each (id, job, status, the assets it
+    selected, its outcome tags), followed for each run that did not succeed by its last
+    ``messages`` failure and engine messages: what a timeout waiting on the daemon needs to say
+    (was a run retried? did the retry fail, and why?)."""
+    import dagster as dg
+
+    outcome_events = {getattr(dg.DagsterEventType, name) for name in _OUTCOME_EVENTS}
+    lines = []
+    with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
+        for run in instance.get_runs(limit=limit):
+            assets = ",".join(sorted(key.to_user_string() for key in run.asset_selection or ()))
+            tags = " ".join(f"{key.removeprefix('dagster/')}={run.tags[key][:12]}"
+                            for key in _OUTCOME_TAGS if key in run.tags)
+            lines.append(f"{run.run_id[:8]} {run.job_name} [{assets}] {run.status.value} {tags}")
+            if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.QUEUED):
+                continue
+            events = [e for e in instance.all_logs(run.run_id)
+                      if e.dagster_event_type in outcome_events
+                      and not (e.message or "").startswith(("Started process", "Executing steps",
+                                                            "Finished steps", "Process for run"))]
+            for event in events[-messages:]:
+                message = " ".join(f"{event.message or ''} {_error_of(event)}".split())[:300]
+                step = f" {event.step_key}" if event.step_key else ""
+                lines.append(f"    {event.dagster_event_type.name}{step}: {message}")
+    return "\n".join(lines) or "(no runs)"
+
+
+def _error_of(event) -> str:
+    """The error a step failure or retry carries (its innermost cause: the code's own error,
+    not Dagster's wrapper), as ``Class: message``; empty for other events."""
+    error = getattr(event.dagster_event.event_specific_data, "error", None)
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}" if error is not None else ""
 
 
 def latest_materialization(instance, asset: str, partition: str | None = None):

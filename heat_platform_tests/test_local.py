@@ -115,14 +115,19 @@ def test_drift_retrains_once_and_deploys_a_new_champion_a_benign_batch_does_not(
         assert len(instance.get_runs()) == runs  # retold: nothing ran again
 
 
-def test_the_run_launcher_reports_a_run_whose_worker_process_is_gone(dagster_instance):
+def test_the_run_launcher_fails_a_run_whose_worker_process_is_gone_so_that_it_is_retried(
+        dagster_instance, monkeypatch):
     """What run monitoring asks LocalRunLauncher about each started run (the full path, a
-    daemon stopped in the middle of a training, is faults/test_daemon_restart.py)."""
+    daemon stopped in the middle of a training, is faults/test_daemon_restart.py). A run whose
+    worker is gone is failed, and failed so that the run retry daemon retries it whenever it
+    reads the failure: it reads new failure events, then the runs, and does not retry a run that
+    is still "started" then (what Dagster's own order, the event before the status, allowed)."""
     import subprocess
     import sys
 
     from dagster._core.events import EngineEventData
     from dagster._core.launcher import WorkerStatus
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
 
     from heat_platform.local import LocalRunLauncher
 
@@ -138,6 +143,8 @@ def test_the_run_launcher_reports_a_run_whose_worker_process_is_gone(dagster_ins
         noop()
 
     run = dagster_instance.create_run_for_job(one_step)
+    dagster_instance.run_storage.handle_run_event(run.run_id, dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name))
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # in process
 
     def record_worker(pid: int) -> None:
@@ -146,9 +153,71 @@ def test_the_run_launcher_reports_a_run_whose_worker_process_is_gone(dagster_ins
 
     record_worker(os.getpid())
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    assert dagster_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+    # the run retry daemon, reading the run at the worst moment: just after the failure event
+    retry_decisions = []
+    storage = dagster_instance.event_log_storage
+    store_event = storage.store_event
+
+    def store_and_read(event):
+        store_event(event)
+        if event.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
+            retry_decisions.append(
+                should_retry(dagster_instance.get_run_by_id(event.run_id), dagster_instance))
+
+    monkeypatch.setattr(storage, "store_event", store_and_read)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     record_worker(int(gone.stdout))
     health = launcher.check_run_worker_health(run)
     assert health.status == WorkerStatus.FAILED
-    assert f"its worker process {int(gone.stdout)} is gone" in health.msg
+    assert f"Its worker process {int(gone.stdout)} is gone" in health.msg
+
+    failed = dagster_instance.get_run_by_id(run.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    [failure] = dagster_instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert failure.message == health.msg
+    assert retry_decisions == [True]
+    assert failed.tags["dagster/will_retry"] == "true"
+    # checked again (monitoring polls): a failed run is not failed twice
+    launcher.check_run_worker_health(failed)
+    assert len(dagster_instance.all_logs(run.run_id,
+                                         of_type=dg.DagsterEventType.RUN_FAILURE)) == 1
+
+
+def test_a_timeout_waiting_on_the_daemon_says_what_its_runs_did(platform_paths, dagster_instance):
+    """describe_runs, which wait_for's timeout prints: each run's status and outcome tags, and
+    for a failed run the step that failed and why, so that a daemon test failing in CI says
+    whether a run was retried and how its retry ended."""
+    from heat_platform.local import describe_runs
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=1))
+    def flaky() -> None:
+        raise RuntimeError("the sensor cable came loose")
+
+    @dg.op
+    def fine() -> None:
+        pass
+
+    @dg.job
+    def fails():
+        flaky()
+
+    @dg.job
+    def succeeds():
+        fine()
+
+    assert succeeds.execute_in_process(instance=dagster_instance).success
+    failed = fails.execute_in_process(instance=dagster_instance, raise_on_error=False,
+                                      tags={"dagster/partition": "inclusion"})
+    assert not failed.success
+
+    lines = describe_runs(platform_paths).splitlines()
+    assert lines[0].startswith(f"{failed.run_id[:8]} fails [] FAILURE partition=inclusion")
+    details = lines[1:-1]
+    assert any(line.strip().startswith("STEP_UP_FOR_RETRY flaky:") for line in details)
+    assert any(line.strip().startswith("STEP_FAILURE flaky:") and "sensor cable" in line
+               for line in details), details
+    assert any(line.strip().startswith("RUN_FAILURE:") for line in details)
+    assert lines[-1].split()[1:] == ["succeeds", "[]", "SUCCESS"]  # a success is one line
