@@ -235,10 +235,6 @@ def wait_for(daemon: LocalDaemon, probe: Callable[[], T | None], *, timeout_s: f
 # The run tags that say why a run ended as it did and what followed it (run retries)
 _OUTCOME_TAGS = ("dagster/partition", "dagster/failure_reason", "dagster/will_retry",
                  "dagster/auto_retry_run_id", "dagster/parent_run_id", "dagster/retry_number")
-# Events whose messages say why a run failed or was not retried (run retries and monitoring
-# write theirs as engine events); names of DagsterEventType, whose values differ (PIPELINE_...)
-_OUTCOME_EVENTS = ("STEP_FAILURE", "STEP_UP_FOR_RETRY", "RUN_FAILURE", "RUN_CANCELED",
-                   "ENGINE_EVENT")
 
 
 def describe_runs(paths: PlatformPaths, limit: int = 12, messages: int = 4) -> str:
@@ -248,7 +244,11 @@ def describe_runs(paths: PlatformPaths, limit: int = 12, messages: int = 4) -> s
     (was a run retried? did the retry fail, and why?)."""
     import dagster as dg
 
-    outcome_events = {getattr(dg.DagsterEventType, name) for name in _OUTCOME_EVENTS}
+    # the events whose messages say why a run failed or was not retried (run retries and
+    # monitoring write theirs as engine events)
+    outcome_events = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY,
+                      dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED,
+                      dg.DagsterEventType.ENGINE_EVENT}
     lines = []
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         for run in instance.get_runs(limit=limit):
@@ -258,10 +258,9 @@ def describe_runs(paths: PlatformPaths, limit: int = 12, messages: int = 4) -> s
             lines.append(f"{run.run_id[:8]} {run.job_name} [{assets}] {run.status.value} {tags}")
             if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.QUEUED):
                 continue
-            events = [e for e in instance.all_logs(run.run_id)
-                      if e.dagster_event_type in outcome_events
-                      and not (e.message or "").startswith(("Started process", "Executing steps",
-                                                            "Finished steps", "Process for run"))]
+            events = [e for e in instance.all_logs(run.run_id, of_type=outcome_events)
+                      if not (e.message or "").startswith(("Started process", "Executing steps",
+                                                           "Finished steps", "Process for run"))]
             for event in events[-messages:]:
                 message = " ".join(f"{event.message or ''} {_error_of(event)}".split())[:300]
                 step = f" {event.step_key}" if event.step_key else ""
