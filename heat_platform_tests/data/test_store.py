@@ -137,10 +137,15 @@ def test_bytes_other_than_the_announced_ones_are_not_stored(tmp_path):
 def test_a_copy_that_would_eat_the_reserve_is_refused_before_it_starts(tmp_path):
     from heat_platform.data.store import free_bytes
 
+    # a sparse 1 GiB source (its size counts, it takes no disk) and a reserve that the disk
+    # holds now but the copy would eat into: the other test worker writing or deleting files
+    # meanwhile (hundreds of MiB would be needed) does not change the outcome, as it did when
+    # the reserve was the free space and the source 1000 bytes
     src = tmp_path / "b1.csv"
-    src.write_bytes(b"x" * 1000)
-    free = free_bytes(tmp_path)
-    store = ContentStore(tmp_path / "store", reserve_bytes=free)  # leaves less than the reserve
+    size = 2**30
+    with open(src, "wb") as handle:
+        handle.truncate(size)
+    store = ContentStore(tmp_path / "store", reserve_bytes=free_bytes(tmp_path) - size // 2)
     with pytest.raises(DiskFullError, match="must stay free for the catalog, MLflow and Dagster"):
         store.put_file(src)
     assert list((store.root / "tmp").iterdir()) == []
